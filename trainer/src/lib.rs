@@ -1,0 +1,4 @@
+//! labram-trainer: LaBraM in Rust on tch.
+pub mod checkpoint;
+pub mod export;
+pub mod model;
