@@ -1,1 +1,739 @@
-//! (being written)
+//! The daemon's YAML configuration (`labramd run --config FILE`).
+//!
+//! Parsing happens in two steps so that every mistake produces one message naming
+//! the key, the bad value and the fix: serde (with `deny_unknown_fields`) reads the
+//! file into loosely typed `Raw*` structs, and [`Config::from_yaml`] checks each
+//! value and builds the typed [`Config`]. serde's own messages already carry the key
+//! path and the line (`input.resolve_timeout_s: invalid type … at line 3 column 22`);
+//! they are wrapped with the file name and a hint.
+//!
+//! Paths (`model.path`) are used as written: a relative path is relative to the
+//! current directory of the daemon, not to the config file, and the start-up error
+//! for a missing file says so.
+//!
+//! ```yaml
+//! input:   {name: eegmat-replay, resolve_timeout_s: 10, unit: auto}   # or type / source_id
+//! model:   {path: models/<name>.onnx, device: cpu, threads: 2}
+//! window:  {patches: 4, hop_s: 1.0}
+//! preprocessing: {bandpass_hz: [0.1, 75.0], notch_hz: 50}
+//! output:  {name: labramd, markers: true}
+//! metrics: {listen: "127.0.0.1:9464"}
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_norway::Value;
+
+use crate::card::{MAX_PATCHES, SAMPLE_RATE_HZ};
+
+/// Default metrics address: loopback only, so a daemon is never exposed by accident.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+
+/// Errors reading or checking a configuration. Each names the file, the key, the bad
+/// value and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}; check the --config path (relative paths are resolved against the current directory)")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}; see configs/demo.yaml for a complete example")]
+    Yaml { path: PathBuf, message: String },
+    #[error("{path}: `{key}` is {value}: {fix}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        value: String,
+        fix: String,
+    },
+}
+
+/// Unit of the incoming samples.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Unit {
+    Volt,
+    Millivolt,
+    Microvolt,
+    /// Read from the stream's channel metadata (`desc/channels/channel/unit`).
+    Auto,
+}
+
+impl Unit {
+    /// Factor that turns a value in this unit into microvolts (`Auto` → `None`).
+    pub fn to_microvolts(self) -> Option<f32> {
+        match self {
+            Unit::Volt => Some(1e6),
+            Unit::Millivolt => Some(1e3),
+            Unit::Microvolt => Some(1.0),
+            Unit::Auto => None,
+        }
+    }
+
+    /// Parses a unit as written in configs and in LSL/XDF channel metadata
+    /// (`uV`, `µV`, `microvolts`, `mV`, `V`, …). `None` for anything else.
+    pub fn parse_metadata(text: &str) -> Option<Unit> {
+        let t = text.trim();
+        match t {
+            "V" | "v" => return Some(Unit::Volt),
+            "mV" | "mv" => return Some(Unit::Millivolt),
+            "uV" | "µV" | "μV" | "uv" | "UV" => return Some(Unit::Microvolt),
+            _ => {}
+        }
+        match t.to_ascii_lowercase().as_str() {
+            "volt" | "volts" => Some(Unit::Volt),
+            "millivolt" | "millivolts" => Some(Unit::Millivolt),
+            "microvolt" | "microvolts" => Some(Unit::Microvolt),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Unit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Unit::Volt => "V",
+            Unit::Millivolt => "mV",
+            Unit::Microvolt => "uV",
+            Unit::Auto => "auto",
+        })
+    }
+}
+
+pub use crate::inference::Device;
+
+/// Which LSL stream to read and how to interpret it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputConfig {
+    pub name: Option<String>,
+    pub stream_type: Option<String>,
+    pub source_id: Option<String>,
+    pub resolve_timeout_s: f64,
+    pub unit: Unit,
+    /// Stream label → electrode name (`""` or `"-"` drops the channel).
+    pub channel_map: BTreeMap<String, String>,
+    /// Extra slack, beyond 2 sample periods, before a jump between consecutive
+    /// timestamps counts as a gap.
+    pub gap_tolerance_s: f64,
+    /// No sample for this long: the stream counts as lost and is resolved again.
+    pub stall_timeout_s: f64,
+}
+
+impl InputConfig {
+    /// The LSL resolve predicate (XPath) for the configured name / type / source_id.
+    pub fn predicate(&self) -> String {
+        let mut parts = Vec::new();
+        for (key, v) in [
+            ("name", &self.name),
+            ("type", &self.stream_type),
+            ("source_id", &self.source_id),
+        ] {
+            if let Some(v) = v {
+                parts.push(format!("{key}='{}'", v.replace('\'', "")));
+            }
+        }
+        parts.join(" and ")
+    }
+}
+
+/// The model to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    pub path: PathBuf,
+    pub device: Device,
+    pub threads: usize,
+}
+
+/// Window geometry; `None` means "as the model card says".
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct WindowConfig {
+    pub patches: Option<usize>,
+    pub hop_s: Option<f64>,
+}
+
+/// Preprocessing overrides; `None` means "as the model card says".
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PreprocessingConfig {
+    /// `Some(None)`: band-pass explicitly off.
+    pub bandpass_hz: Option<Option<[f64; 2]>>,
+    /// `Some(None)`: notch explicitly off.
+    pub notch_hz: Option<Option<f64>>,
+}
+
+/// The prediction outlet(s).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputConfig {
+    pub name: String,
+    pub stream_type: String,
+    pub source_id: Option<String>,
+    /// Also publish a string marker stream `<name>-markers` with the winning class.
+    pub markers: bool,
+}
+
+/// The HTTP endpoint for `/metrics` and `/healthz`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsConfig {
+    pub listen: SocketAddr,
+}
+
+/// A checked daemon configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub input: InputConfig,
+    pub model: ModelConfig,
+    pub window: WindowConfig,
+    pub preprocessing: PreprocessingConfig,
+    pub output: OutputConfig,
+    pub metrics: MetricsConfig,
+}
+
+// ---- raw serde layer -------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    input: RawInput,
+    model: RawModel,
+    #[serde(default)]
+    window: RawWindow,
+    #[serde(default)]
+    preprocessing: RawPreprocessing,
+    #[serde(default)]
+    output: RawOutput,
+    #[serde(default)]
+    metrics: RawMetrics,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInput {
+    name: Option<String>,
+    #[serde(rename = "type")]
+    stream_type: Option<String>,
+    source_id: Option<String>,
+    #[serde(default = "default_resolve_timeout")]
+    resolve_timeout_s: f64,
+    unit: Option<Value>,
+    #[serde(default)]
+    channel_map: BTreeMap<String, String>,
+    #[serde(default = "default_gap_tolerance")]
+    gap_tolerance_s: f64,
+    #[serde(default = "default_stall_timeout")]
+    stall_timeout_s: f64,
+}
+
+fn default_resolve_timeout() -> f64 {
+    10.0
+}
+fn default_gap_tolerance() -> f64 {
+    0.01
+}
+fn default_stall_timeout() -> f64 {
+    2.0
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    path: PathBuf,
+    device: Option<Value>,
+    #[serde(default = "default_threads")]
+    threads: i64,
+}
+
+fn default_threads() -> i64 {
+    2
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawWindow {
+    patches: Option<i64>,
+    hop_s: Option<f64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPreprocessing {
+    #[serde(default, deserialize_with = "present")]
+    bandpass_hz: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    notch_hz: Option<Value>,
+    sample_rate_hz: Option<f64>,
+}
+
+/// Keeps "key present with value null" (`Some(Value::Null)`) apart from "key absent"
+/// (`None`), so that `notch_hz: null` means off rather than "as the card says".
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOutput {
+    #[serde(default = "default_output_name")]
+    name: String,
+    #[serde(rename = "type", default = "default_output_type")]
+    stream_type: String,
+    source_id: Option<String>,
+    #[serde(default)]
+    markers: bool,
+}
+
+impl Default for RawOutput {
+    fn default() -> Self {
+        Self {
+            name: default_output_name(),
+            stream_type: default_output_type(),
+            source_id: None,
+            markers: false,
+        }
+    }
+}
+
+fn default_output_name() -> String {
+    "labramd".into()
+}
+fn default_output_type() -> String {
+    "Prediction".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    #[serde(default = "default_listen")]
+    listen: Value,
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+        }
+    }
+}
+
+fn default_listen() -> Value {
+    Value::String(DEFAULT_LISTEN.into())
+}
+
+// ---- checks ----------------------------------------------------------------------
+
+/// Renders a YAML value compactly for error messages.
+fn show(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("{s:?}"),
+        Value::Null => "null".into(),
+        other => serde_norway::to_string(other)
+            .map(|s| s.trim().replace('\n', " "))
+            .unwrap_or_else(|_| format!("{other:?}")),
+    }
+}
+
+struct Checker<'a> {
+    path: &'a Path,
+}
+
+impl Checker<'_> {
+    fn bad(&self, key: &str, value: impl std::fmt::Display, fix: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            key: key.into(),
+            value: value.to_string(),
+            fix: fix.into(),
+        }
+    }
+
+    fn positive(&self, key: &str, v: f64, fix: &str) -> Result<f64, ConfigError> {
+        if v.is_finite() && v > 0.0 {
+            Ok(v)
+        } else {
+            Err(self.bad(key, v, fix))
+        }
+    }
+
+    fn nonempty(&self, key: &str, v: Option<String>) -> Result<Option<String>, ConfigError> {
+        match v {
+            Some(s) if s.trim().is_empty() => {
+                Err(self.bad(key, "\"\"", "give a non-empty value or leave the key out"))
+            }
+            other => Ok(other),
+        }
+    }
+
+    fn input(&self, raw: RawInput) -> Result<InputConfig, ConfigError> {
+        let name = self.nonempty("input.name", raw.name)?;
+        let stream_type = self.nonempty("input.type", raw.stream_type)?;
+        let source_id = self.nonempty("input.source_id", raw.source_id)?;
+        if name.is_none() && stream_type.is_none() && source_id.is_none() {
+            return Err(self.bad(
+                "input",
+                "missing a stream selector",
+                "set input.name (or input.type / input.source_id) to the LSL stream to read",
+            ));
+        }
+        let resolve_timeout_s = self.positive(
+            "input.resolve_timeout_s",
+            raw.resolve_timeout_s,
+            "give the seconds to wait for the stream at start-up, e.g. 10",
+        )?;
+        let unit = match raw.unit {
+            None => Unit::Auto,
+            Some(Value::String(s)) if s == "auto" => Unit::Auto,
+            Some(Value::String(s)) if matches!(s.as_str(), "V" | "mV" | "uV" | "µV" | "μV") => {
+                Unit::parse_metadata(&s).unwrap_or(Unit::Auto)
+            }
+            Some(v) => {
+                return Err(self.bad(
+                    "input.unit",
+                    show(&v),
+                    "use one of V, mV, uV (or µV), or auto to read it from the stream's channel metadata",
+                ))
+            }
+        };
+        for (label, target) in &raw.channel_map {
+            if target.is_empty() || target == "-" {
+                continue;
+            }
+            if let Err(e) = crate::electrodes::electrode(target) {
+                return Err(self.bad(
+                    &format!("input.channel_map.{label}"),
+                    format!("{target:?}"),
+                    format!("{e}; map the label to one of LaBraM's electrode names, or to \"-\" to leave it out"),
+                ));
+            }
+        }
+        let gap_tolerance_s = if raw.gap_tolerance_s.is_finite() && raw.gap_tolerance_s >= 0.0 {
+            raw.gap_tolerance_s
+        } else {
+            return Err(self.bad(
+                "input.gap_tolerance_s",
+                raw.gap_tolerance_s,
+                "give the extra seconds (>= 0) allowed between consecutive samples before a gap is declared, e.g. 0.01",
+            ));
+        };
+        let stall_timeout_s = self.positive(
+            "input.stall_timeout_s",
+            raw.stall_timeout_s,
+            "give the seconds without data after which the stream counts as lost, e.g. 2",
+        )?;
+        Ok(InputConfig {
+            name,
+            stream_type,
+            source_id,
+            resolve_timeout_s,
+            unit,
+            channel_map: raw.channel_map,
+            gap_tolerance_s,
+            stall_timeout_s,
+        })
+    }
+
+    fn model(&self, raw: RawModel) -> Result<ModelConfig, ConfigError> {
+        if raw.path.as_os_str().is_empty() {
+            return Err(self.bad(
+                "model.path",
+                "\"\"",
+                "give the path of the exported .onnx (its .yaml card must be beside it)",
+            ));
+        }
+        let device = match raw.device {
+            None => Device::Cpu,
+            Some(Value::String(s)) if s == "cpu" => Device::Cpu,
+            Some(Value::String(s)) if s == "cuda" => Device::Cuda,
+            Some(v) => return Err(self.bad("model.device", show(&v), "use cpu or cuda")),
+        };
+        if !(1..=256).contains(&raw.threads) {
+            return Err(self.bad(
+                "model.threads",
+                raw.threads,
+                "give the number of intra-op threads for ONNX Runtime, 1 to 256 (usually the number of cores)",
+            ));
+        }
+        Ok(ModelConfig {
+            path: raw.path,
+            device,
+            threads: raw.threads as usize,
+        })
+    }
+
+    fn window(&self, raw: RawWindow) -> Result<WindowConfig, ConfigError> {
+        let patches = match raw.patches {
+            None => None,
+            Some(p) if (1..=MAX_PATCHES as i64).contains(&p) => Some(p as usize),
+            Some(p) => {
+                return Err(self.bad(
+                    "window.patches",
+                    p,
+                    format!("give 1 to {MAX_PATCHES} patches of 1 s (LaBraM's time embedding has {MAX_PATCHES} rows)"),
+                ))
+            }
+        };
+        let hop_s = match raw.hop_s {
+            None => None,
+            Some(h) if h.is_finite() && h > 0.0 && h <= 3600.0 => Some(h),
+            Some(h) => {
+                return Err(self.bad(
+                    "window.hop_s",
+                    h,
+                    "give the seconds between windows, > 0, e.g. 1.0",
+                ))
+            }
+        };
+        Ok(WindowConfig { patches, hop_s })
+    }
+
+    fn preprocessing(&self, raw: RawPreprocessing) -> Result<PreprocessingConfig, ConfigError> {
+        let off =
+            |v: &Value| matches!(v, Value::Null | Value::Bool(false)) || v.as_str() == Some("off");
+        let bandpass_hz = match raw.bandpass_hz {
+            None => None,
+            Some(v) if off(&v) => Some(None),
+            Some(v) => {
+                let fix = "give [low, high] in Hz with 0 <= low < high < 100 (the model sees 200 Hz), e.g. [0.1, 75.0], or off";
+                let pair = v
+                    .as_sequence()
+                    .filter(|s| s.len() == 2)
+                    .and_then(|s| Some([s[0].as_f64()?, s[1].as_f64()?]));
+                match pair {
+                    Some([lo, hi])
+                        if lo.is_finite()
+                            && hi.is_finite()
+                            && lo >= 0.0
+                            && lo < hi
+                            && hi < SAMPLE_RATE_HZ / 2.0 =>
+                    {
+                        Some(Some([lo, hi]))
+                    }
+                    _ => return Err(self.bad("preprocessing.bandpass_hz", show(&v), fix)),
+                }
+            }
+        };
+        let notch_hz = match raw.notch_hz {
+            None => None,
+            Some(v) if off(&v) => Some(None),
+            Some(v) => match v.as_f64() {
+                Some(f) if f == 50.0 || f == 60.0 => Some(Some(f)),
+                _ => {
+                    return Err(self.bad(
+                        "preprocessing.notch_hz",
+                        show(&v),
+                        "use 50 or 60 (the mains frequency where the EEG was recorded), or off",
+                    ))
+                }
+            },
+        };
+        if let Some(r) = raw.sample_rate_hz {
+            if r != SAMPLE_RATE_HZ {
+                return Err(self.bad(
+                    "preprocessing.sample_rate_hz",
+                    r,
+                    format!("LaBraM runs at {SAMPLE_RATE_HZ} Hz; set 200 or leave the key out"),
+                ));
+            }
+        }
+        Ok(PreprocessingConfig {
+            bandpass_hz,
+            notch_hz,
+        })
+    }
+
+    fn output(&self, raw: RawOutput) -> Result<OutputConfig, ConfigError> {
+        if raw.name.trim().is_empty() {
+            return Err(self.bad(
+                "output.name",
+                "\"\"",
+                "give the name of the prediction stream, e.g. labramd",
+            ));
+        }
+        let source_id = self.nonempty("output.source_id", raw.source_id)?;
+        Ok(OutputConfig {
+            name: raw.name,
+            stream_type: raw.stream_type,
+            source_id,
+            markers: raw.markers,
+        })
+    }
+
+    fn metrics(&self, raw: RawMetrics) -> Result<MetricsConfig, ConfigError> {
+        let text = match &raw.listen {
+            Value::String(s) => s.clone(),
+            other => {
+                return Err(self.bad(
+                    "metrics.listen",
+                    show(other),
+                    "give host:port in quotes, e.g. \"127.0.0.1:9464\"",
+                ))
+            }
+        };
+        let listen = text.parse::<SocketAddr>().map_err(|e| {
+            self.bad(
+                "metrics.listen",
+                format!("{text:?}"),
+                format!("{e}; give an IP address and port, e.g. \"127.0.0.1:9464\" (loopback) or \"0.0.0.0:9464\" (all interfaces)"),
+            )
+        })?;
+        Ok(MetricsConfig { listen })
+    }
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_yaml(&text, path)
+    }
+
+    /// Parses and checks config text; `path` is only used in messages.
+    pub fn from_yaml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = serde_norway::from_str(text).map_err(|e| {
+            let mut message = e.to_string();
+            if message.contains("unknown field") {
+                message.push_str(" (keys are case-sensitive; remove or rename the key)");
+            }
+            ConfigError::Yaml {
+                path: path.to_path_buf(),
+                message,
+            }
+        })?;
+        let c = Checker { path };
+        Ok(Config {
+            input: c.input(raw.input)?,
+            model: c.model(raw.model)?,
+            window: c.window(raw.window)?,
+            preprocessing: c.preprocessing(raw.preprocessing)?,
+            output: c.output(raw.output)?,
+            metrics: c.metrics(raw.metrics)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ISSUE_EXAMPLE: &str = r#"
+input:   {name: eegmat-replay, resolve_timeout_s: 10, unit: auto}
+model:   {path: models/x.onnx, device: cpu, threads: 2}
+window:  {patches: 4, hop_s: 1.0}
+preprocessing: {bandpass_hz: [0.1, 75.0], notch_hz: 50}
+output:  {name: labramd, markers: true}
+metrics: {listen: "127.0.0.1:9464"}
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_yaml(text, Path::new("test.yaml"))
+    }
+
+    #[test]
+    fn issue_example_parses() {
+        let c = parse(ISSUE_EXAMPLE).unwrap();
+        assert_eq!(c.input.name.as_deref(), Some("eegmat-replay"));
+        assert_eq!(c.input.unit, Unit::Auto);
+        assert_eq!(c.model.device, Device::Cpu);
+        assert_eq!(c.window.patches, Some(4));
+        assert_eq!(c.preprocessing.bandpass_hz, Some(Some([0.1, 75.0])));
+        assert_eq!(c.preprocessing.notch_hz, Some(Some(50.0)));
+        assert!(c.output.markers);
+        assert_eq!(c.metrics.listen.to_string(), "127.0.0.1:9464");
+        assert_eq!(c.input.predicate(), "name='eegmat-replay'");
+    }
+
+    #[test]
+    fn defaults_and_off() {
+        let c = parse("input: {type: EEG}\nmodel: {path: m.onnx}\npreprocessing: {notch_hz: off, bandpass_hz: null}\n").unwrap();
+        assert_eq!(c.metrics.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.model.threads, 2);
+        assert_eq!(c.window, WindowConfig::default());
+        assert_eq!(c.preprocessing.notch_hz, Some(None));
+        assert_eq!(c.preprocessing.bandpass_hz, Some(None));
+        assert_eq!(c.output.name, "labramd");
+        assert_eq!(c.input.predicate(), "type='EEG'");
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_key_value_and_fix() {
+        let base = "input: {name: a}\nmodel: {path: m.onnx}\n";
+        let e = err(&format!("{base}window: {{hop_s: 0}}\n"));
+        assert!(e.contains("window.hop_s") && e.contains("> 0"), "{e}");
+        let e = err(&format!("{base}window: {{patches: 17}}\n"));
+        assert!(
+            e.contains("window.patches") && e.contains("17") && e.contains("1 to 16"),
+            "{e}"
+        );
+        let e = err("input: {name: a, unit: nV}\nmodel: {path: m.onnx}\n");
+        assert!(
+            e.contains("input.unit") && e.contains("nV") && e.contains("uV"),
+            "{e}"
+        );
+        let e = err(&format!("{base}preprocessing: {{notch_hz: 55}}\n"));
+        assert!(
+            e.contains("preprocessing.notch_hz") && e.contains("55") && e.contains("50 or 60"),
+            "{e}"
+        );
+        let e = err("input: {name: a}\nmodel: {path: m.onnx, device: gpu}\n");
+        assert!(
+            e.contains("model.device") && e.contains("gpu") && e.contains("cuda"),
+            "{e}"
+        );
+        let e = err(&format!("{base}metrics: {{listen: \"localhost:x\"}}\n"));
+        assert!(
+            e.contains("metrics.listen") && e.contains("localhost:x"),
+            "{e}"
+        );
+        let e = err("input: {}\nmodel: {path: m.onnx}\n");
+        assert!(e.contains("input.name"), "{e}");
+        let e = err("input: {name: a, channel_map: {\"Chan 1\": FP9}}\nmodel: {path: m.onnx}\n");
+        assert!(
+            e.contains("input.channel_map.Chan 1") && e.contains("FP9"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{base}preprocessing: {{bandpass_hz: [75, 0.1]}}\n"
+        ));
+        assert!(e.contains("preprocessing.bandpass_hz"), "{e}");
+        let e = err(&format!("{base}preprocessing: {{sample_rate_hz: 250}}\n"));
+        assert!(
+            e.contains("preprocessing.sample_rate_hz") && e.contains("200"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn serde_errors_carry_key_and_line() {
+        let e = err("input: {name: a, colour: red}\nmodel: {path: m.onnx}\n");
+        assert!(
+            e.contains("input") && e.contains("colour") && e.contains("line 1"),
+            "{e}"
+        );
+        let e = err("input:\n  name: a\n  resolve_timeout_s: ten\nmodel: {path: m.onnx}\n");
+        assert!(
+            e.contains("input.resolve_timeout_s") && e.contains("line 3"),
+            "{e}"
+        );
+        let e = err("input: [unclosed\n");
+        assert!(e.contains("test.yaml") && e.contains("line"), "{e}");
+        let e = err("input: {name: a}\n");
+        assert!(e.contains("model"), "{e}");
+    }
+
+    #[test]
+    fn units_from_metadata() {
+        assert_eq!(Unit::parse_metadata("microvolts"), Some(Unit::Microvolt));
+        assert_eq!(Unit::parse_metadata("µV"), Some(Unit::Microvolt));
+        assert_eq!(Unit::parse_metadata("mV"), Some(Unit::Millivolt));
+        assert_eq!(Unit::parse_metadata("V"), Some(Unit::Volt));
+        assert_eq!(Unit::parse_metadata("counts"), None);
+        assert_eq!(Unit::Millivolt.to_microvolts(), Some(1000.0));
+    }
+}
