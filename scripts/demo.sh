@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The live demo, from a fresh machine: set up, build, then stream a real EEG recording
+# (data/eegmat-Subject25_2.edf, looped) through `labramd replay` as an LSL outlet, run the
+# daemon on it with the default model in models/, and print every prediction as it arrives.
+#
+#   bash scripts/demo.sh              # until Ctrl-C
+#   DEMO_SECONDS=30 bash scripts/demo.sh
+#
+# While it runs: Prometheus metrics at http://127.0.0.1:9464/metrics, health at /healthz,
+# predictions as the LSL stream `labramd` (LabRecorder / pylsl can record it).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+bash scripts/setup.sh
+cargo build --release -p labramd -p labram-trainer --bins 2>&1 | grep -v '^\s*Compiling' >&2 || true
+BIN="$ROOT/target/release"
+CONFIG="${DEMO_CONFIG:-configs/demo.yaml}"
+
+# The default model: the trained eegmat model shipped in models/; if it is absent, an
+# export of the (untrained) golden checkpoint from ../shared, made once.
+MODEL="$(sed -n 's/^ *path: *\(.*\.onnx\).*/\1/p' "$CONFIG" | head -n1)"
+if [ ! -f "$MODEL" ]; then
+  GOLDEN="$ROOT/../shared/golden/finetune_base.pth"
+  [ -f "$GOLDEN" ] || { echo "demo: $MODEL is missing and no golden checkpoint at $GOLDEN to export it from" >&2; exit 1; }
+  echo "[demo] exporting the golden checkpoint to $MODEL (untrained weights: predictions are meaningless)" >&2
+  "$BIN/labram-trainer" export --checkpoint "$GOLDEN" --model labram_base_patch200_200 \
+    --num-classes 2 --classes rest,arithmetic --patches 4 \
+    --channels FP1,FP2,F3,F4,F7,F8,T3,T4,C3,C4,T5,T6,P3,P4,O1,O2,FZ,CZ,PZ --output "$MODEL"
+fi
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+
+"$BIN/labramd" replay data/eegmat-Subject25_2.edf --loop --name labramd-demo &
+pids+=($!)
+if [ -n "${DEMO_SECONDS:-}" ]; then
+  timeout --signal=INT "$DEMO_SECONDS" "$BIN/labramd" run --config "$CONFIG" --print || true
+else
+  "$BIN/labramd" run --config "$CONFIG" --print
+fi
