@@ -115,7 +115,7 @@ pub fn init_runtime() -> Result<&'static RuntimeInfo, InferenceError> {
         .map_err(|e| load_err(e.to_string()))?;
     let info = RuntimeInfo {
         library: path.clone(),
-        version: ort_version_string(),
+        version: ort_version_string(&path),
     };
     let _ = RUNTIME.set((env, info));
     RUNTIME
@@ -124,13 +124,22 @@ pub fn init_runtime() -> Result<&'static RuntimeInfo, InferenceError> {
         .ok_or_else(|| load_err("initialisation raced".into()))
 }
 
-/// ONNX Runtime's version (`1.31.1`), from its build-info string.
-fn ort_version_string() -> String {
+/// ONNX Runtime's version: from the library's file name (`libonnxruntime.so.1.31.1`,
+/// following links), else the commit in its build-info string.
+fn ort_version_string(library: &Path) -> String {
+    let real = std::fs::canonicalize(library).unwrap_or_else(|_| library.to_path_buf());
+    let name = real
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if let Some((_, v)) = name.split_once(".so.") {
+        return v.to_string();
+    }
     let info = ort::info();
     info.split(',')
-        .find_map(|part| part.trim().strip_prefix("ORT Build Info: git-branch=rel-"))
-        .map(|s| s.to_string())
-        .unwrap_or_else(|| info.chars().take(60).collect())
+        .find_map(|part| part.trim().strip_prefix("git-commit-id="))
+        .map(|c| format!("commit {c}"))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 fn environment() -> Result<&'static Environment, InferenceError> {
@@ -383,7 +392,7 @@ impl Classifier {
     /// shape change) and copies `windows` into it.
     fn load_input(&mut self, windows: &[f32], batch: usize) -> Result<(), InferenceError> {
         let per = self.n_channels * PATCH_SIZE;
-        if batch == 0 || windows.is_empty() || windows.len() % (batch * per) != 0 {
+        if batch == 0 || windows.is_empty() || !windows.len().is_multiple_of(batch * per) {
             return Err(InferenceError::Shape {
                 got: windows.len(),
                 expected: batch.max(1) * per * self.eeg_shape.1,

@@ -1,1 +1,392 @@
-//! (being written)
+//! Prometheus metrics and the HTTP endpoints `/metrics` and `/healthz`.
+//!
+//! One [`Metrics`] value owns a private registry (no global state, so tests can run
+//! several daemons' worth of metrics in one process) and a handle for every series.
+//! The pipeline threads update the handles directly: prometheus' counters, gauges
+//! and histograms are atomics, so updating them never blocks a stage. Names follow
+//! the Prometheus conventions: prefix `labramd_`, base units (seconds, hertz) in the
+//! name, `_total` for counters.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+/// Why a window was not classified (label `reason` of `labramd_windows_dropped_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The inference queue was full: the oldest waiting window was dropped.
+    QueueFull,
+    /// The window would have spanned a gap in the input (timestamp jump, reconnect,
+    /// ring overrun).
+    Gap,
+    /// The window held NaN/Inf input samples.
+    Nonfinite,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 3] = [
+        DropReason::QueueFull,
+        DropReason::Gap,
+        DropReason::Nonfinite,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::QueueFull => "queue_full",
+            DropReason::Gap => "gap",
+            DropReason::Nonfinite => "nonfinite",
+        }
+    }
+}
+
+/// Every series the daemon exports.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Arrival of a window's last input sample → push of its prediction.
+    pub e2e_latency: Histogram,
+    /// ONNX Runtime time per window.
+    pub inference: Histogram,
+    /// DSP time per processed chunk (selection, unit, filters, resampler, windowing).
+    pub dsp: Histogram,
+    pub samples_received: IntCounter,
+    pub windows_published: IntCounter,
+    windows_dropped: IntCounterVec,
+    /// Input frames that found the acquisition ring full and were not kept.
+    pub ring_overruns: IntCounter,
+    pub stream_losses: IntCounter,
+    pub stream_recoveries: IntCounter,
+    pub stream_connected: IntGauge,
+    pub input_rate: Gauge,
+    pub input_nominal_rate: Gauge,
+    pub nonfinite_samples: IntCounter,
+    pub time_correction: Gauge,
+    pub cuda_fallback: IntGauge,
+    model_info: GaugeVec,
+    build_info: GaugeVec,
+}
+
+fn latency_buckets() -> Vec<f64> {
+    vec![
+        0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.0125, 0.015, 0.0175, 0.02, 0.025, 0.03,
+        0.04, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5,
+    ]
+}
+
+impl Metrics {
+    /// Creates and registers every series.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let h = |name: &str, help: &str, buckets: Vec<f64>| {
+            let m = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+                .expect("valid histogram");
+            registry.register(Box::new(m.clone())).expect("unique name");
+            m
+        };
+        let c = |name: &str, help: &str| {
+            let m = IntCounter::new(name, help).expect("valid counter");
+            registry.register(Box::new(m.clone())).expect("unique name");
+            m
+        };
+        let g = |name: &str, help: &str| {
+            let m = Gauge::new(name, help).expect("valid gauge");
+            registry.register(Box::new(m.clone())).expect("unique name");
+            m
+        };
+        let ig = |name: &str, help: &str| {
+            let m = IntGauge::new(name, help).expect("valid gauge");
+            registry.register(Box::new(m.clone())).expect("unique name");
+            m
+        };
+        let e2e_latency = h(
+            "labramd_e2e_latency_seconds",
+            "Arrival of a window's last input sample to the push of its prediction",
+            latency_buckets(),
+        );
+        let inference = h(
+            "labramd_inference_seconds",
+            "ONNX Runtime time per window",
+            latency_buckets(),
+        );
+        let dsp = h(
+            "labramd_dsp_seconds",
+            "DSP time per input chunk (channel selection, unit, filters, resampler, windowing)",
+            vec![
+                1e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2,
+            ],
+        );
+        let windows_dropped = IntCounterVec::new(
+            Opts::new(
+                "labramd_windows_dropped_total",
+                "Windows not classified, by reason (queue_full, gap, nonfinite)",
+            ),
+            &["reason"],
+        )
+        .expect("valid counter");
+        registry
+            .register(Box::new(windows_dropped.clone()))
+            .expect("unique name");
+        for r in DropReason::ALL {
+            windows_dropped.with_label_values(&[r.label()]);
+        }
+        let model_info = GaugeVec::new(
+            Opts::new("labramd_model_info", "The model being served (value 1)"),
+            &[
+                "path",
+                "architecture",
+                "trained",
+                "classes",
+                "channels",
+                "patches",
+                "hop_s",
+                "device",
+            ],
+        )
+        .expect("valid gauge");
+        registry
+            .register(Box::new(model_info.clone()))
+            .expect("unique name");
+        let build_info = GaugeVec::new(
+            Opts::new("labramd_build_info", "Build and runtime versions (value 1)"),
+            &["version", "onnxruntime", "liblsl", "features"],
+        )
+        .expect("valid gauge");
+        registry
+            .register(Box::new(build_info.clone()))
+            .expect("unique name");
+        Self {
+            e2e_latency,
+            inference,
+            dsp,
+            samples_received: c(
+                "labramd_samples_received_total",
+                "Input samples (frames of all channels) pulled from the LSL inlet",
+            ),
+            windows_published: c(
+                "labramd_windows_published_total",
+                "Predictions pushed to the output stream",
+            ),
+            windows_dropped,
+            ring_overruns: c(
+                "labramd_ring_overruns_total",
+                "Input samples dropped because the acquisition ring buffer was full",
+            ),
+            stream_losses: c(
+                "labramd_stream_losses_total",
+                "Times the input stream was lost (disconnect or no data for input.stall_timeout_s)",
+            ),
+            stream_recoveries: c(
+                "labramd_stream_recoveries_total",
+                "Times the input stream was found again after a loss",
+            ),
+            stream_connected: ig(
+                "labramd_stream_connected",
+                "1 while the input stream is connected",
+            ),
+            input_rate: g(
+                "labramd_input_rate_hz",
+                "Measured input sample rate over the last seconds",
+            ),
+            input_nominal_rate: g(
+                "labramd_input_nominal_rate_hz",
+                "Nominal sample rate declared by the input stream",
+            ),
+            nonfinite_samples: c(
+                "labramd_nonfinite_samples_total",
+                "NaN or infinite values seen in the model's input channels",
+            ),
+            time_correction: g(
+                "labramd_time_correction_seconds",
+                "LSL clock offset added to the input stream's timestamps",
+            ),
+            cuda_fallback: ig(
+                "labramd_cuda_fallback",
+                "1 when device cuda was asked for but the model runs on CPU",
+            ),
+            model_info,
+            build_info,
+            registry,
+        }
+    }
+
+    /// Counts one window that was not classified.
+    pub fn window_dropped(&self, reason: DropReason) {
+        self.windows_dropped
+            .with_label_values(&[reason.label()])
+            .inc();
+    }
+
+    /// Windows dropped for `reason` so far.
+    pub fn windows_dropped(&self, reason: DropReason) -> u64 {
+        self.windows_dropped
+            .with_label_values(&[reason.label()])
+            .get()
+    }
+
+    /// Sets the model-info series (labels in the order of the gauge's label names).
+    pub fn set_model_info(&self, labels: &[&str; 8]) {
+        self.model_info.with_label_values(labels).set(1.0);
+    }
+
+    /// Sets the build-info series.
+    pub fn set_build_info(&self, onnxruntime: &str, liblsl: &str) {
+        let mut features = vec!["daemon"];
+        if cfg!(feature = "cuda") {
+            features.push("cuda");
+        }
+        self.build_info
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                onnxruntime,
+                liblsl,
+                &features.join(","),
+            ])
+            .set(1.0);
+    }
+
+    /// The Prometheus text exposition of every series.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut buf) {
+            return format!("# encoding failed: {e}\n");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Liveness state shared with `/healthz`.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// The pipeline is running (set after start-up checks, cleared at shutdown).
+    pub running: AtomicBool,
+    /// The input stream is connected.
+    pub connected: AtomicBool,
+    /// Predictions published so far.
+    pub published: AtomicU64,
+}
+
+impl Health {
+    /// HTTP status and body for `/healthz`: 200 while running with the input stream
+    /// connected, 503 otherwise (with the reason), so a probe sees a lost stream.
+    pub fn report(&self) -> (u16, String) {
+        let running = self.running.load(Ordering::Relaxed);
+        let connected = self.connected.load(Ordering::Relaxed);
+        let published = self.published.load(Ordering::Relaxed);
+        let status = match (running, connected) {
+            (true, true) => "ok",
+            (true, false) => "input stream lost, resolving again",
+            (false, _) => "not running",
+        };
+        let code = if running && connected { 200 } else { 503 };
+        let body = format!(
+            "{{\"status\":\"{status}\",\"running\":{running},\"stream_connected\":{connected},\"windows_published\":{published}}}\n"
+        );
+        (code, body)
+    }
+}
+
+/// Binds the metrics address. Done before the pipeline starts so that a taken port
+/// is a start-up error naming `metrics.listen`.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
+
+/// Serves `GET /metrics` and `GET /healthz` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Metrics,
+    health: Arc<Health>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::http::{header, StatusCode};
+    use axum::routing::get;
+
+    let m = metrics.clone();
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let m = m.clone();
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        m.render(),
+                    )
+                }
+            }),
+        )
+        .route(
+            "/healthz",
+            get(move || {
+                let h = health.clone();
+                async move {
+                    let (code, body) = h.report();
+                    (
+                        StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+                        [(header::CONTENT_TYPE, "application/json")],
+                        body,
+                    )
+                }
+            }),
+        );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_has_conventional_names() {
+        let m = Metrics::new();
+        m.samples_received.inc_by(10);
+        m.window_dropped(DropReason::Gap);
+        m.e2e_latency.observe(0.02);
+        m.set_build_info("1.31.1", "113");
+        let text = m.render();
+        for name in [
+            "labramd_e2e_latency_seconds_bucket",
+            "labramd_inference_seconds_count",
+            "labramd_dsp_seconds_sum",
+            "labramd_samples_received_total 10",
+            "labramd_windows_dropped_total{reason=\"gap\"} 1",
+            "labramd_windows_dropped_total{reason=\"queue_full\"} 0",
+            "labramd_stream_losses_total 0",
+            "labramd_input_rate_hz",
+            "labramd_build_info{",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+        assert_eq!(m.windows_dropped(DropReason::Gap), 1);
+    }
+
+    #[test]
+    fn health_reports_lost_stream() {
+        let h = Health::default();
+        assert_eq!(h.report().0, 503);
+        h.running.store(true, Ordering::Relaxed);
+        h.connected.store(true, Ordering::Relaxed);
+        assert_eq!(h.report().0, 200);
+        h.connected.store(false, Ordering::Relaxed);
+        let (code, body) = h.report();
+        assert_eq!(code, 503);
+        assert!(body.contains("lost"), "{body}");
+    }
+}

@@ -1,0 +1,674 @@
+//! `labramd run`: start-up checks, then the pipeline's threads.
+//!
+//! ```text
+//!  acquisition thread ──SPSC rings──▶ DSP thread ──bounded queue──▶ inference thread
+//!  (LSL inlet)        samples, stamps,  (channels, µV,  (drops the      (ONNX Runtime,
+//!                     markers           filters, hop)   oldest window)  LSL outlets)
+//!  main thread: tokio runtime serving /metrics and /healthz, waiting for SIGINT/SIGTERM
+//! ```
+//!
+//! Start-up order makes every misconfiguration an error before any data flows: the
+//! model (card and ONNX contract), the metrics address, the stream (found, channels,
+//! units, rate). Shutdown stops the acquisition, lets the DSP thread process what is
+//! in the rings and the inference thread classify and publish every queued window,
+//! then closes the outlets.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use labramd::acquisition::{self, Go, MarkerKind, RingConsumers, StreamMeta};
+use labramd::card::{FilterMode, ModelCard, Preprocessing, PATCH_SIZE, SAMPLE_RATE_HZ};
+use labramd::config::{Config, Unit};
+use labramd::electrodes::{self, MappingError};
+use labramd::inference::Classifier;
+use labramd::metrics::{DropReason, Health, Metrics};
+use labramd::publish::{marker_names, winner, Publisher};
+use labramd::window::{Stage, StageConfig, StageOutput, Window};
+
+/// Windows waiting for inference. Small on purpose: a late window is worth less
+/// than a fresh one, so when inference falls behind the oldest is dropped.
+const QUEUE: usize = 2;
+/// Warm-up inferences before the stream is opened (first runs allocate).
+const WARMUP: usize = 3;
+
+pub struct RunOptions {
+    pub config: PathBuf,
+    pub print: bool,
+    pub summary: Option<PathBuf>,
+}
+
+/// Timings of one published window, for `--summary`.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+struct Record {
+    seq: u64,
+    t_last: f64,
+    arrival: f64,
+    t_infer_start: f64,
+    infer_s: f64,
+    t_push: f64,
+}
+
+/// What the inference thread reports at exit.
+#[derive(Default)]
+struct InferenceReport {
+    records: Vec<Record>,
+    errors: u64,
+    /// CPU seconds of the process when the first window arrived and after the last push.
+    cpu_first: Option<f64>,
+    cpu_last: Option<f64>,
+    wall_first: Option<f64>,
+    wall_last: Option<f64>,
+}
+
+pub fn run(opts: RunOptions) -> anyhow::Result<()> {
+    let cfg = Config::load(&opts.config)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+
+    // --- the model ------------------------------------------------------------------
+    let mut clf = Classifier::new(&cfg.model.path, cfg.model.device, cfg.model.threads)
+        .map_err(|e| anyhow!("model.path: {e}"))?;
+    let card = clf.card().clone();
+    let patches = cfg.window.patches.unwrap_or(card.window_patches);
+    let hop_s = cfg.window.hop_s.unwrap_or(card.hop_s);
+    let pre = preprocessing(&cfg, &card);
+    tracing::info!(
+        model = %cfg.model.path.display(),
+        architecture = %card.architecture,
+        classes = %card.classes.join(","),
+        channels = card.channels.len(),
+        patches,
+        hop_s,
+        device = %clf.device(),
+        "model loaded"
+    );
+    if !card.trained {
+        tracing::warn!("the model card says `trained: false`: these weights are not trained, predictions mean nothing");
+    }
+    let window_len = card.channels.len() * patches * PATCH_SIZE;
+    let mut probs = vec![0.0f32; clf.num_classes()];
+    let zeros = vec![0.0f32; window_len];
+    for _ in 0..WARMUP {
+        clf.classify_one_into(&zeros, &mut probs)
+            .map_err(|e| anyhow!("model.path: warm-up inference failed: {e}"))?;
+    }
+
+    // --- metrics --------------------------------------------------------------------
+    let metrics = Metrics::new();
+    let ort_version = labramd::inference::init_runtime()
+        .map(|r| r.version.clone())
+        .unwrap_or_default();
+    metrics.set_build_info(&ort_version, &lsl::library_version().to_string());
+    let model_file = cfg.model.path.display().to_string();
+    metrics.set_model_info(&[
+        &model_file,
+        &card.architecture,
+        if card.trained { "true" } else { "false" },
+        &card.classes.join(","),
+        &card.channels.join(","),
+        &patches.to_string(),
+        &hop_s.to_string(),
+        &clf.device().to_string(),
+    ]);
+    metrics
+        .cuda_fallback
+        .set(i64::from(clf.cuda_fallback().is_some()));
+    let health = Arc::new(Health::default());
+    let listen = cfg.metrics.listen;
+    let listener = rt.block_on(labramd::metrics::bind(listen)).map_err(|e| {
+        anyhow!("metrics.listen {listen}: cannot listen ({e}); choose a free port or stop the process using it")
+    })?;
+
+    // --- the stream -----------------------------------------------------------------
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let acq = acquisition::spawn(
+        cfg.input.clone(),
+        metrics.clone(),
+        health.clone(),
+        shutdown.clone(),
+    )
+    .context("cannot start the acquisition thread")?;
+    tracing::info!(
+        "resolving LSL stream {} (up to {} s)",
+        cfg.input.predicate(),
+        cfg.input.resolve_timeout_s
+    );
+    let meta = acq
+        .meta
+        .recv()
+        .map_err(|_| anyhow!("the acquisition thread stopped before finding the stream"))??;
+    let stage = match check_stream(&cfg, &card, &meta, patches, hop_s, pre) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = acq.go.send(Go::Abort);
+            return Err(e);
+        }
+    };
+    tracing::info!(
+        stream = %meta.name,
+        source_id = %meta.source_id,
+        rate_hz = meta.nominal_rate_hz,
+        channels = meta.channel_count,
+        "input stream checked"
+    );
+    let ring_frames = ((acquisition::RING_SECONDS * meta.nominal_rate_hz) as usize).max(4096);
+    let (producers, consumers) = acquisition::rings(meta.channel_count, ring_frames);
+
+    // --- threads --------------------------------------------------------------------
+    let (win_tx, win_rx) = crossbeam_channel::bounded::<Window>(QUEUE);
+    let (pool_tx, pool_rx) = crossbeam_channel::bounded::<Vec<f32>>(QUEUE + 4);
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
+    let oldest_rx = win_rx.clone();
+    let inference = {
+        let metrics = metrics.clone();
+        let health = health.clone();
+        let output = cfg.output.clone();
+        let input_name = meta.name.clone();
+        let pool_tx = pool_tx.clone();
+        let print = opts.print;
+        std::thread::Builder::new()
+            .name("labramd-infer".into())
+            .spawn(move || {
+                let publisher = Publisher::new(&output, clf.card(), &model_file, &input_name)
+                    .map_err(anyhow::Error::from);
+                let publisher = match publisher {
+                    Ok(p) => {
+                        let _ = ready_tx.send(Ok(()));
+                        p
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        let _ = done_tx.send(());
+                        return InferenceReport::default();
+                    }
+                };
+                let report =
+                    inference_loop(clf, publisher, win_rx, pool_tx, &metrics, &health, print);
+                let _ = done_tx.send(());
+                report
+            })
+            .context("cannot start the inference thread")?
+    };
+    if let Err(e) = ready_rx
+        .recv()
+        .unwrap_or_else(|_| Err(anyhow!("the inference thread stopped")))
+    {
+        let _ = acq.go.send(Go::Abort);
+        return Err(e);
+    }
+    let dsp = {
+        let metrics = metrics.clone();
+        let n_ch = meta.channel_count;
+        let queue = WindowQueue {
+            tx: win_tx,
+            oldest: oldest_rx,
+            pool_tx,
+            pool_rx,
+        };
+        std::thread::Builder::new()
+            .name("labramd-dsp".into())
+            .spawn(move || dsp_loop(consumers, n_ch, stage, queue, &metrics))
+            .context("cannot start the DSP thread")?
+    };
+    acq.go
+        .send(Go::Start {
+            producers,
+            consumer: dsp.thread().clone(),
+        })
+        .map_err(|_| anyhow!("the acquisition thread stopped"))?;
+    health.running.store(true, Ordering::Relaxed);
+    tracing::info!(
+        "running: predictions on LSL stream `{}`{}, metrics on http://{listen}/metrics",
+        cfg.output.name,
+        if cfg.output.markers {
+            format!(" (markers on `{}-markers`)", cfg.output.name)
+        } else {
+            String::new()
+        }
+    );
+
+    // --- serve until a signal (or the pipeline ends) -----------------------------------
+    let (stop_http_tx, stop_http_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = rt.spawn(labramd::metrics::serve(
+        listener,
+        metrics.clone(),
+        health.clone(),
+        async move {
+            let _ = stop_http_rx.await;
+        },
+    ));
+    let why = rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| anyhow!("cannot install the SIGTERM handler: {e}"))?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => Ok::<_, anyhow::Error>("SIGINT"),
+            _ = term.recv() => Ok("SIGTERM"),
+            _ = done_rx => Ok("the inference thread ended"),
+        }
+    })?;
+    tracing::info!("{why}: shutting down (draining in-flight windows)");
+    let t_stop = Instant::now();
+    shutdown.store(true, Ordering::Relaxed);
+    let _ = acq.handle.join();
+    let _ = dsp.join();
+    let report = inference.join().unwrap_or_default();
+    health.running.store(false, Ordering::Relaxed);
+    tracing::info!(
+        published = metrics.windows_published.get(),
+        dropped_queue_full = metrics.windows_dropped(DropReason::QueueFull),
+        dropped_gap = metrics.windows_dropped(DropReason::Gap),
+        dropped_nonfinite = metrics.windows_dropped(DropReason::Nonfinite),
+        "stopped in {:.0} ms; outlets closed",
+        t_stop.elapsed().as_secs_f64() * 1e3
+    );
+    let _ = stop_http_tx.send(());
+    let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(2), server).await });
+    if let Some(path) = &opts.summary {
+        write_summary(path, &report, &metrics, &card, patches)?;
+    }
+    Ok(())
+}
+
+/// The preprocessing to apply: the card's, with the config's overrides (warned
+/// about, since the model was trained on the card's).
+fn preprocessing(cfg: &Config, card: &ModelCard) -> Preprocessing {
+    let mut p = card.preprocessing.clone();
+    p.mode = FilterMode::Causal;
+    p.sample_rate_hz = SAMPLE_RATE_HZ;
+    if let Some(b) = cfg.preprocessing.bandpass_hz {
+        if b != p.bandpass_hz {
+            tracing::warn!("preprocessing.bandpass_hz {b:?} differs from the model card's {:?}: the model was trained on the card's", p.bandpass_hz);
+        }
+        p.bandpass_hz = b;
+    }
+    if let Some(n) = cfg.preprocessing.notch_hz {
+        if n != p.notch_hz {
+            tracing::warn!("preprocessing.notch_hz {n:?} differs from the model card's {:?}: the model was trained on the card's", p.notch_hz);
+        }
+        p.notch_hz = n;
+    }
+    if card.preprocessing.mode != FilterMode::Causal {
+        tracing::warn!(
+            "the model was trained on {} filtering; live inference can only filter causally",
+            card.preprocessing.mode
+        );
+    }
+    p
+}
+
+/// The start-up checks on the stream: rate, channels, units; builds the DSP stage.
+fn check_stream(
+    cfg: &Config,
+    card: &ModelCard,
+    meta: &StreamMeta,
+    patches: usize,
+    hop_s: f64,
+    pre: Preprocessing,
+) -> anyhow::Result<Stage> {
+    let name = &meta.name;
+    if meta.nominal_rate_hz.is_nan() || meta.nominal_rate_hz <= 0.0 {
+        bail!("input stream `{name}` has no regular sample rate (nominal rate {} Hz); the daemon needs a regularly sampled EEG stream", meta.nominal_rate_hz);
+    }
+    if meta.format == "string" || meta.format == "undefined" {
+        bail!(
+            "input stream `{name}` carries {} samples; the daemon needs numeric EEG samples",
+            meta.format
+        );
+    }
+    if meta.labels.iter().all(|l| l.is_empty()) {
+        bail!("input stream `{name}` has no channel labels (desc/channels/channel/label); label the channels at the source or map them with input.channel_map (label → electrode)");
+    }
+    // Labels the model does not need may be anything; unknown ones are left out
+    // (with a note) instead of failing the whole mapping.
+    let mut overrides = cfg.input.channel_map.clone();
+    let mapping = match electrodes::map_labels(&meta.labels, &overrides) {
+        Ok(m) => m,
+        Err(MappingError::Unmapped(unknown)) => {
+            let list: Vec<&str> = unknown.iter().map(|(l, _)| l.as_str()).collect();
+            tracing::info!(
+                "stream labels that name no electrode are left out: {}",
+                list.join(", ")
+            );
+            for (l, _) in &unknown {
+                overrides.insert(l.clone(), "-".into());
+            }
+            electrodes::map_labels(&meta.labels, &overrides)
+                .map_err(|e| anyhow!("input stream `{name}`: {e} (input.channel_map)"))?
+        }
+        Err(e) => bail!("input stream `{name}`: {e} (input.channel_map)"),
+    };
+    let mut selection = Vec::new();
+    let mut missing = Vec::new();
+    for ch in &card.channels {
+        let want = electrodes::canonical(ch);
+        match mapping.electrodes.iter().find(|(_, e)| **e == want) {
+            Some((i, _)) => selection.push(*i),
+            None => missing.push(want),
+        }
+    }
+    if !missing.is_empty() {
+        let have: BTreeSet<&str> = mapping.electrodes.iter().map(|(_, e)| *e).collect();
+        bail!(
+            "input stream `{name}` lacks electrodes the model needs: {} (the stream has: {}); map its labels with input.channel_map (label: electrode) or use a model exported for these channels",
+            missing.join(", "),
+            have.into_iter().collect::<Vec<_>>().join(", ")
+        );
+    }
+    let mut to_uv = Vec::with_capacity(selection.len());
+    let mut defaulted = Vec::new();
+    for &i in &selection {
+        let factor = match cfg.input.unit {
+            Unit::Auto => {
+                let u = meta.units.get(i).map(String::as_str).unwrap_or("");
+                if u.trim().is_empty() {
+                    defaulted.push(meta.labels[i].clone());
+                    1.0
+                } else {
+                    Unit::parse_metadata(u).and_then(Unit::to_microvolts).ok_or_else(|| {
+                        anyhow!(
+                            "input stream `{name}`: channel `{}` has unit `{u}`, which is not a voltage; set input.unit (V, mV or uV) if its values are voltages",
+                            meta.labels[i]
+                        )
+                    })?
+                }
+            }
+            fixed => fixed.to_microvolts().unwrap_or(1.0),
+        };
+        to_uv.push(factor);
+    }
+    if !defaulted.is_empty() {
+        tracing::warn!(
+            "input stream `{name}` declares no unit for {}; assuming µV (set input.unit to be explicit)",
+            defaulted.join(", ")
+        );
+    }
+    let hop_frames = (hop_s * meta.nominal_rate_hz).round().max(1.0) as u64;
+    Stage::new(StageConfig {
+        n_input_channels: meta.channel_count,
+        selection,
+        to_microvolts: to_uv,
+        input_rate_hz: meta.nominal_rate_hz,
+        patches,
+        hop_frames,
+        preprocessing: pre,
+    })
+    .map_err(|e| anyhow!("input stream `{name}`: {e}"))
+}
+
+/// The DSP thread's end of the window queue.
+struct WindowQueue {
+    tx: Sender<Window>,
+    /// A receiver of the same queue: the DSP thread pops the oldest waiting window
+    /// when the queue is full (crossbeam channels are multi-consumer).
+    oldest: Receiver<Window>,
+    /// Window buffers: returned by the inference thread, reused here (no
+    /// allocation in the steady state).
+    pool_tx: Sender<Vec<f32>>,
+    pool_rx: Receiver<Vec<f32>>,
+}
+
+impl WindowQueue {
+    /// Queues a copy of `w`; when the queue is full, drops the oldest waiting window.
+    fn send(&self, w: &Window, metrics: &Metrics) {
+        let mut data = self.pool_rx.try_recv().unwrap_or_default();
+        data.clear();
+        data.extend_from_slice(&w.data);
+        let owned = Window {
+            data,
+            seq: w.seq,
+            t_last: w.t_last,
+            arrival: w.arrival,
+            frames_in: w.frames_in,
+        };
+        match self.tx.try_send(owned) {
+            Ok(()) => {}
+            Err(TrySendError::Full(owned)) => {
+                if let Ok(old) = self.oldest.try_recv() {
+                    metrics.window_dropped(DropReason::QueueFull);
+                    tracing::debug!(
+                        seq = old.seq,
+                        "inference behind: dropped the oldest waiting window"
+                    );
+                    let _ = self.pool_tx.try_send(old.data);
+                }
+                if let Err(e) = self.tx.try_send(owned) {
+                    metrics.window_dropped(DropReason::QueueFull);
+                    let _ = self.pool_tx.try_send(e.into_inner().data);
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+}
+
+/// The DSP thread: rings → stage → window queue. Ends after the acquisition's end
+/// marker, once everything before it has been processed.
+fn dsp_loop(
+    mut rings: RingConsumers,
+    n_ch: usize,
+    mut stage: Stage,
+    queue: WindowQueue,
+    metrics: &Metrics,
+) {
+    use ringbuf::traits::{Consumer, Observer};
+    let mut consumed: u64 = 0;
+    let mut data = Vec::with_capacity(4096 * n_ch);
+    let mut stamps = Vec::with_capacity(4096);
+    let mut nonfinite_seen = 0u64;
+    loop {
+        let mut ended = false;
+        while let Some(m) = rings.markers.first().copied() {
+            if m.at_frame > consumed {
+                break;
+            }
+            let _ = rings.markers.try_pop();
+            match m.kind {
+                MarkerKind::End => ended = true,
+                MarkerKind::Gap | MarkerKind::Reconnect | MarkerKind::Overrun => {
+                    tracing::debug!(kind = ?m.kind, frame = m.at_frame, "discontinuity: filters and window restart");
+                    stage.discontinuity();
+                }
+            }
+        }
+        let n = acquisition::pop_frames(&mut rings, n_ch, consumed, 4096, &mut data, &mut stamps);
+        if n == 0 {
+            if ended && rings.stamps.is_empty() {
+                break;
+            }
+            std::thread::park_timeout(Duration::from_millis(50));
+            continue;
+        }
+        consumed += n as u64;
+        let t0 = Instant::now();
+        stage.push(&data, &stamps, |out| match out {
+            StageOutput::Window(w) => queue.send(w, metrics),
+            StageOutput::Dropped(r) => metrics.window_dropped(r),
+        });
+        metrics.dsp.observe(t0.elapsed().as_secs_f64());
+        if stage.nonfinite_total != nonfinite_seen {
+            metrics
+                .nonfinite_samples
+                .inc_by(stage.nonfinite_total - nonfinite_seen);
+            nonfinite_seen = stage.nonfinite_total;
+        }
+    }
+}
+
+/// CPU seconds used by this process so far (user + system, from /proc; the kernel
+/// reports them in USER_HZ = 100 ticks per second on Linux).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// Peak resident memory (MiB), from /proc.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// The inference thread: classify, publish, measure. Ends when the DSP thread has
+/// gone and the queue is empty (every in-flight window is published first).
+fn inference_loop(
+    mut clf: Classifier,
+    mut publisher: Publisher,
+    rx: Receiver<Window>,
+    pool: Sender<Vec<f32>>,
+    metrics: &Metrics,
+    health: &Health,
+    print: bool,
+) -> InferenceReport {
+    let classes = marker_names(&clf.card().classes);
+    let mut probs = vec![0.0f32; clf.num_classes()];
+    let mut report = InferenceReport {
+        records: Vec::with_capacity(4096),
+        ..InferenceReport::default()
+    };
+    for w in rx.iter() {
+        if report.cpu_first.is_none() {
+            report.cpu_first = cpu_seconds();
+            report.wall_first = Some(lsl::local_clock());
+        }
+        let t0 = lsl::local_clock();
+        if let Err(e) = clf.classify_one_into(&w.data, &mut probs) {
+            report.errors += 1;
+            tracing::error!("inference failed on window {}: {e}", w.seq);
+            let _ = pool.try_send(w.data);
+            continue;
+        }
+        let t1 = lsl::local_clock();
+        if let Err(e) = publisher.push(&probs, w.t_last) {
+            tracing::error!("cannot push the prediction: {e:?}");
+        }
+        let t2 = lsl::local_clock();
+        metrics.inference.observe(t1 - t0);
+        metrics.e2e_latency.observe(t2 - w.arrival);
+        metrics.windows_published.inc();
+        health.published.fetch_add(1, Ordering::Relaxed);
+        report.records.push(Record {
+            seq: w.seq,
+            t_last: w.t_last,
+            arrival: w.arrival,
+            t_infer_start: t0,
+            infer_s: t1 - t0,
+            t_push: t2,
+        });
+        if print {
+            let k = winner(&probs);
+            let p = if probs.len() == 1 {
+                if k == 0 {
+                    probs[0]
+                } else {
+                    1.0 - probs[0]
+                }
+            } else {
+                probs[k]
+            };
+            println!(
+                "{:>12.3}  {:<16} p={:.3}  latency {:6.1} ms",
+                w.t_last,
+                classes[k],
+                p,
+                (t2 - w.arrival) * 1e3
+            );
+        }
+        let _ = pool.try_send(w.data);
+        report.cpu_last = cpu_seconds();
+        report.wall_last = Some(lsl::local_clock());
+    }
+    report
+}
+
+fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    // Linear interpolation between closest ranks (numpy's default).
+    let pos = q / 100.0 * (sorted.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    Some(sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64))
+}
+
+fn stats_ms(values: &[f64]) -> serde_json::Value {
+    let mut v: Vec<f64> = values.iter().map(|x| x * 1e3).collect();
+    v.sort_by(f64::total_cmp);
+    serde_json::json!({
+        "p50": percentile(&v, 50.0),
+        "p99": percentile(&v, 99.0),
+        "max": v.last(),
+    })
+}
+
+/// Writes `--summary`: per-window timings and totals, in the spirit of the Python
+/// baseline's `--out` file so the two can be compared side by side.
+fn write_summary(
+    path: &Path,
+    report: &InferenceReport,
+    metrics: &Metrics,
+    card: &ModelCard,
+    patches: usize,
+) -> anyhow::Result<()> {
+    let r = &report.records;
+    let infer: Vec<f64> = r.iter().map(|x| x.infer_s).collect();
+    let internal: Vec<f64> = r.iter().map(|x| x.t_push - x.arrival).collect();
+    let overhead: Vec<f64> = r.iter().map(|x| x.t_push - x.arrival - x.infer_s).collect();
+    let cpu_s = match (report.cpu_first, report.cpu_last) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    let wall_s = match (report.wall_first, report.wall_last) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    let cpu_percent = match (cpu_s, wall_s) {
+        (Some(c), Some(w)) if w > 0.0 => Some(100.0 * c / w),
+        _ => None,
+    };
+    let summary = serde_json::json!({
+        "windows": r.len(),
+        "inference_errors": report.errors,
+        "channels": card.channels.len(),
+        "patches": patches,
+        "samples_received": metrics.samples_received.get(),
+        "windows_dropped": {
+            "queue_full": metrics.windows_dropped(DropReason::QueueFull),
+            "gap": metrics.windows_dropped(DropReason::Gap),
+            "nonfinite": metrics.windows_dropped(DropReason::Nonfinite),
+        },
+        "ring_overruns": metrics.ring_overruns.get(),
+        "stream_losses": metrics.stream_losses.get(),
+        "stream_recoveries": metrics.stream_recoveries.get(),
+        "infer_ms": stats_ms(&infer),
+        "push_minus_arrival_ms": stats_ms(&internal),
+        "overhead_ms": stats_ms(&overhead),
+        "cpu_s": cpu_s,
+        "wall_s": wall_s,
+        "cpu_percent": cpu_percent,
+        "peak_rss_mb": peak_rss_mib(),
+        "per_window": {
+            "seq": r.iter().map(|x| x.seq).collect::<Vec<_>>(),
+            "t_last": r.iter().map(|x| x.t_last).collect::<Vec<_>>(),
+            "arrival": r.iter().map(|x| x.arrival).collect::<Vec<_>>(),
+            "t_infer_start": r.iter().map(|x| x.t_infer_start).collect::<Vec<_>>(),
+            "infer_ms": infer.iter().map(|x| x * 1e3).collect::<Vec<_>>(),
+            "t_push": r.iter().map(|x| x.t_push).collect::<Vec<_>>(),
+        },
+    });
+    let text = serde_json::to_string_pretty(&summary)?;
+    std::fs::write(path, text).with_context(|| format!("cannot write --summary {}", path.display()))
+}
