@@ -216,3 +216,92 @@ proptest! {
         }
     }
 }
+
+fn repo() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+fn python() -> std::path::PathBuf {
+    let py = repo().join(".venv/bin/python");
+    assert!(
+        py.exists(),
+        "{} is missing: run scripts/setup.sh to create the project's Python environment",
+        py.display()
+    );
+    py
+}
+
+fn read_f64(path: &std::path::Path) -> Vec<f64> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    bytes
+        .chunks_exact(8)
+        .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
+        .collect()
+}
+
+/// MNE-Python's chain (the official makers' calls) on a few channels of a
+/// real eegmat recording, against `preprocess` in zero-phase mode.
+#[test]
+fn zero_phase_matches_mne_on_eegmat() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = r#"
+import sys, numpy as np, mne
+path, out, nch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+raw = mne.io.read_raw_edf(path, preload=True, verbose="error")
+raw.drop_channels([c for c in ["EEG A2-A1", "ECG ECG"] if c in raw.ch_names])
+raw.pick(raw.ch_names[:nch])
+raw.get_data(units="uV").astype("<f8").tofile(out + "/in.f64")
+raw.filter(l_freq=0.1, h_freq=75.0, n_jobs=1, verbose="error")
+raw.notch_filter(50.0, n_jobs=1, verbose="error")
+raw.resample(200, n_jobs=1, verbose="error")
+raw.get_data(units="uV").astype("<f8").tofile(out + "/out.f64")
+print(raw.info["sfreq"], len(raw.ch_names), raw.n_times)
+"#;
+    let n_ch = 4;
+    for (file, fs) in [("Subject00_1.edf", 500.0), ("Subject00_2.edf", 500.0)] {
+        let edf = repo().join("../shared/data/eegmat").join(file);
+        let st = std::process::Command::new(python())
+            .args(["-c", script])
+            .arg(&edf)
+            .arg(dir.path())
+            .arg(n_ch.to_string())
+            .status()
+            .unwrap();
+        assert!(st.success(), "MNE reference failed for {}", edf.display());
+        let x = read_f64(&dir.path().join("in.f64"));
+        let want = read_f64(&dir.path().join("out.f64"));
+        let n = x.len() / n_ch;
+        let signals: Vec<Vec<f32>> = x
+            .chunks_exact(n)
+            .map(|c| c.iter().map(|&v| v as f32).collect())
+            .collect();
+        let p = Preprocessing {
+            mode: FilterMode::ZeroPhase,
+            ..pre()
+        };
+        let t = std::time::Instant::now();
+        let got = preprocess(&signals, fs, &p).unwrap();
+        let el = t.elapsed();
+        let m = want.len() / n_ch;
+        assert_eq!(got[0].len(), m, "{file}: output length");
+        let rel = |lo: usize, hi: usize| {
+            let (mut num, mut den) = (0.0, 0.0);
+            for c in 0..n_ch {
+                for i in lo..hi {
+                    let w = want[c * m + i];
+                    num += (got[c][i] as f64 - w).powi(2);
+                    den += w * w;
+                }
+            }
+            (num / den).sqrt()
+        };
+        let edge = 200 * 10; // 10 s at 200 Hz
+        let inner = rel(edge, m - edge);
+        let all = rel(0, m);
+        println!(
+            "{file}: {n_ch} ch x {n} samples: zero-phase vs MNE relative L2 {inner:.2e} away from the edges (10 s), {all:.2e} overall ({:.1} ms)",
+            el.as_secs_f64() * 1e3
+        );
+        assert!(inner <= 1e-2, "{file}: relative L2 {inner} > 1e-2");
+    }
+}
