@@ -1,1 +1,25 @@
-//! (being written)
+//! Training: the official LaBraM recipe (VQ-NSP tokenizer, masked EEG modeling,
+//! fine-tuning) on tch, with checkpoints that resume bit for bit.
+//!
+//! The pieces are small and separately tested so that each quirk of the official
+//! recipe (LABRAM.md §6) has one home:
+//! * [`config`]: the YAML run files (`configs/train-*.yaml`), strictly checked.
+//! * [`optim`]: AdamW with torch's exact math, parameter groups (weight-decay
+//!   exclusions, layer-wise LR decay) and gradient clipping.
+//! * [`schedule`]: per-step linear warm-up then cosine, as the official `cosine_scheduler`.
+//! * [`losses`]: label-smoothing cross-entropy, BCE, masked code prediction, accuracy.
+//! * [`rng`]: every random draw derived from (seed, epoch, step), which is what makes
+//!   resuming exact without saving libtorch's generator state.
+//! * [`state`]: checkpoint directories (weights, optimizer moments, run state).
+//! * [`logbook`]: JSON-lines log, progress bar; [`plots`]: PNG curves.
+//! * [`runner`]: the loop shared by the three stages; [`stages`]: what each stage
+//!   computes (needs the networks of [`crate::model`] and the datasets of [`crate::data`]).
+pub mod config;
+pub mod logbook;
+pub mod losses;
+pub mod optim;
+pub mod plots;
+pub mod rng;
+pub mod runner;
+pub mod schedule;
+pub mod state;
