@@ -343,10 +343,14 @@ impl Puller {
         let (mut rate_t0, mut rate_n) = (connected_at, 0u64);
         let max_step = 2.0 / rate + self.cfg.gap_tolerance_s;
         loop {
-            if self.shutdown.load(Ordering::Relaxed) {
-                return PullEnd::Shutdown;
-            }
-            let timeout = if blocking_pull { 0.05 } else { 0.0 };
+            // At shutdown, what the inlet already holds is still taken (then nothing
+            // more is waited for).
+            let stopping = self.shutdown.load(Ordering::Relaxed);
+            let timeout = if blocking_pull && !stopping {
+                0.05
+            } else {
+                0.0
+            };
             let mut got = 0u64;
             loop {
                 let ts = match inlet.pull_sample_buf(&mut buf, if got == 0 { timeout } else { 0.0 })
@@ -379,6 +383,9 @@ impl Puller {
                 if got >= 4096 {
                     break;
                 }
+            }
+            if stopping && got == 0 {
+                return PullEnd::Shutdown;
             }
             let now = lsl::local_clock();
             if got > 0 {

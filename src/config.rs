@@ -193,7 +193,10 @@ pub struct Config {
 // ---- raw serde layer -------------------------------------------------------------
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with the sections input, model, window, preprocessing, output, metrics"
+)]
 struct RawConfig {
     input: RawInput,
     model: RawModel,
@@ -208,7 +211,10 @@ struct RawConfig {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with name / type / source_id, resolve_timeout_s, unit, channel_map"
+)]
 struct RawInput {
     name: Option<String>,
     #[serde(rename = "type")]
@@ -236,7 +242,10 @@ fn default_stall_timeout() -> f64 {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with path, device, threads"
+)]
 struct RawModel {
     path: PathBuf,
     device: Option<Value>,
@@ -249,14 +258,17 @@ fn default_threads() -> i64 {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a mapping with patches, hop_s")]
 struct RawWindow {
     patches: Option<i64>,
     hop_s: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with bandpass_hz, notch_hz, sample_rate_hz"
+)]
 struct RawPreprocessing {
     #[serde(default, deserialize_with = "present")]
     bandpass_hz: Option<Value>,
@@ -272,7 +284,10 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with name, type, source_id, markers"
+)]
 struct RawOutput {
     #[serde(default = "default_output_name")]
     name: String,
@@ -302,7 +317,7 @@ fn default_output_type() -> String {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a mapping with listen")]
 struct RawMetrics {
     #[serde(default = "default_listen")]
     listen: Value,
