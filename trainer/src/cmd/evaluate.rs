@@ -1,7 +1,140 @@
-//! (being written)
-#[derive(clap::Args, Debug)]
-pub struct Args {}
+//! `labram-trainer evaluate`: the paper's metrics for an exported model on
+//! labelled recordings (windowed exactly as the daemon would) or on a
+//! `make-dataset` output, and the classical band-power baseline on a dataset.
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use labram_trainer::data::format::Dataset;
+use labram_trainer::eval::{baseline, model};
+
+/// Evaluate an exported model (or the classical baseline) with the paper's metrics.
+///
+/// Binary tasks print balanced accuracy, AUROC and PR-AUC; multi-class tasks
+/// balanced accuracy, Cohen's kappa and weighted F1; one metric per line.
+///
+/// Examples:
+///   labram-trainer evaluate --model m.onnx --recording a.edf=rest --recording b.edf=arithmetic
+///   labram-trainer evaluate --model m.onnx --dataset out/eegmat-causal --split test
+///   labram-trainer evaluate --baseline --dataset out/eegmat-causal
+#[derive(clap::Args, Debug)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// Exported model (`.onnx`, with its card `.yaml` beside it).
+    #[arg(long, required_unless_present = "baseline")]
+    pub model: Option<PathBuf>,
+    /// A labelled recording, `FILE=CLASS` (class name from the model card, or
+    /// its index); repeatable. Windows, hop, electrodes and preprocessing come
+    /// from the card, as in the daemon.
+    #[arg(
+        long = "recording",
+        value_name = "FILE=CLASS",
+        conflicts_with = "dataset"
+    )]
+    pub recordings: Vec<String>,
+    /// A dataset written by `make-dataset`.
+    #[arg(long)]
+    pub dataset: Option<PathBuf>,
+    /// Split of the dataset to evaluate the model on.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Run the classical baseline (band power + logistic regression) on
+    /// --dataset: train on its train split, choose C on val, report val and test.
+    #[arg(long, requires = "dataset", conflicts_with = "model")]
+    pub baseline: bool,
+    /// Label → electrode override for --recording files, `LABEL=ELECTRODE`; repeatable.
+    #[arg(long = "map", value_name = "LABEL=ELECTRODE")]
+    pub map: Vec<String>,
+    /// ONNX Runtime intra-op threads.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Also print per-recording mean class probabilities.
+    #[arg(long)]
+    pub verbose: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.baseline {
+        let dir = args
+            .dataset
+            .as_ref()
+            .context("--baseline needs --dataset")?;
+        return run_baseline(dir);
+    }
+    let model_path = args.model.as_ref().context("--model is required")?;
+    let mut clf = model::load_model(model_path, args.threads.max(1))?;
+    if !clf.card().trained {
+        eprintln!(
+            "warning: the card of {} says `trained: false`: these figures mean nothing",
+            model_path.display()
+        );
+    }
+    if let Some(dir) = &args.dataset {
+        let ds = Dataset::open_split(dir, &args.split)?;
+        let ev = model::evaluate_dataset(&mut clf, &ds)?;
+        println!("windows: {} ({} split)", ev.report.n(), args.split);
+        print!("{}", ev.report);
+        return Ok(());
+    }
+    if args.recordings.is_empty() {
+        bail!("give labelled recordings (--recording FILE=CLASS, repeatable) or --dataset DIR");
+    }
+    let mut recs = Vec::new();
+    for r in &args.recordings {
+        let (file, class) = r.rsplit_once('=').with_context(|| {
+            format!("--recording `{r}` is not FILE=CLASS (e.g. Subject25_2.edf=arithmetic)")
+        })?;
+        recs.push((PathBuf::from(file), class.to_string()));
+    }
+    let mut map = BTreeMap::new();
+    for m in &args.map {
+        let (l, e) = m
+            .split_once('=')
+            .with_context(|| format!("--map `{m}` is not LABEL=ELECTRODE"))?;
+        map.insert(l.to_string(), e.to_string());
+    }
+    let ev = model::evaluate_recordings(&mut clf, &recs, &map)?;
+    if args.verbose {
+        let names = model::class_names(clf.card());
+        for r in &ev.recordings {
+            let probs: Vec<String> = names
+                .iter()
+                .zip(&r.mean_probs)
+                .map(|(n, p)| format!("{n} {p:.3}"))
+                .collect();
+            eprintln!(
+                "{}: {} windows, class {}, mean p: {}",
+                r.file,
+                r.windows,
+                names[r.label],
+                probs.join(", ")
+            );
+        }
+    }
+    println!("windows: {}", ev.report.n());
+    print!("{}", ev.report);
+    Ok(())
+}
+
+fn run_baseline(dir: &std::path::Path) -> anyhow::Result<()> {
+    let ds = Dataset::open(dir)?;
+    let r = baseline::run(&ds)?;
+    println!(
+        "baseline: log + relative band power ({} features), standardised, L2 logistic regression, C = {}",
+        r.features, r.c
+    );
+    println!("train windows: {}", r.train_windows);
+    for (c, ba) in &r.grid {
+        eprintln!("  C = {c}: val balanced accuracy {ba:.4}");
+    }
+    for (name, rep) in [("val", &r.val), ("test", &r.test)] {
+        if let Some(rep) = rep {
+            println!("[{name}] windows: {}", rep.n());
+            for (k, v) in rep.entries() {
+                println!("[{name}] {k}: {v:.4}");
+            }
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,210 @@
+//! One recording in, the model's view of it out: read with
+//! [`labramd::recording`], map channel labels to electrodes with
+//! [`labramd::electrodes`], pick the channels a dataset wants (in its order),
+//! and run [`labramd::dsp::preprocess`] in the mode asked for. The daemon uses
+//! the same three modules, so a dataset sees what the daemon sees.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use labramd::card::Preprocessing;
+use labramd::electrodes::{self, ChannelMapping};
+
+use super::runner::SkipReason;
+
+/// An event annotation (EDF+ TAL), seconds from the start of the recording.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub onset_s: f64,
+    pub duration_s: f64,
+    pub text: String,
+}
+
+/// What a recording's header says, enough to choose channels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Header {
+    /// Signal labels, file order.
+    pub labels: Vec<String>,
+    /// Sample rate of each signal.
+    pub rates_hz: Vec<f64>,
+}
+
+/// Which channels to keep.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Channels {
+    /// Every channel that maps to an electrode, in file order.
+    AllMapped,
+    /// Exactly these electrodes in this order; a recording missing one is skipped.
+    Exactly(Vec<String>),
+}
+
+/// A preprocessed recording.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    /// Electrode names, row order.
+    pub channels: Vec<&'static str>,
+    /// `[channels][samples]` µV at 200 Hz.
+    pub data: Vec<Vec<f32>>,
+    pub input_rate_hz: f64,
+    /// Samples per channel at the input rate.
+    pub input_samples: usize,
+    /// Event annotations (empty for files without).
+    pub events: Vec<Event>,
+}
+
+impl Prepared {
+    /// Samples per channel at 200 Hz.
+    pub fn samples(&self) -> usize {
+        self.data.first().map_or(0, Vec::len)
+    }
+
+    /// Input channel-samples (the throughput unit of the benchmark).
+    pub fn input_channel_samples(&self) -> u64 {
+        (self.channels.len() * self.input_samples) as u64
+    }
+}
+
+/// Maps `labels` and chooses the rows to read: `(source index, electrode)`.
+pub fn choose_channels(
+    labels: &[String],
+    overrides: &BTreeMap<String, String>,
+    want: &Channels,
+) -> Result<Vec<(usize, &'static str)>, SkipReason> {
+    let ChannelMapping {
+        electrodes: mapped, ..
+    } = electrodes::map_labels(labels, overrides)
+        .map_err(|e| SkipReason::new("channels", format!("{e}")))?;
+    match want {
+        Channels::AllMapped => {
+            if mapped.is_empty() {
+                return Err(SkipReason::new(
+                    "channels",
+                    format!(
+                        "no channel maps to an electrode (labels: {})",
+                        labels.join(", ")
+                    ),
+                ));
+            }
+            Ok(mapped)
+        }
+        Channels::Exactly(names) => {
+            let mut out = Vec::with_capacity(names.len());
+            let mut missing = Vec::new();
+            for n in names {
+                let canon = electrodes::canonical(n);
+                match mapped.iter().find(|(_, e)| e.eq_ignore_ascii_case(&canon)) {
+                    Some(&hit) => out.push(hit),
+                    None => missing.push(n.clone()),
+                }
+            }
+            if !missing.is_empty() {
+                return Err(SkipReason::new(
+                    "channels",
+                    format!(
+                        "missing electrode(s) {} (the file has: {})",
+                        missing.join(", "),
+                        mapped
+                            .iter()
+                            .map(|(_, e)| *e)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Reads a recording's header.
+pub fn read_header(path: &Path) -> Result<Header, SkipReason> {
+    reader::header(path)
+}
+
+/// Reads a recording's event annotations only.
+pub fn read_events(path: &Path) -> Result<Vec<Event>, SkipReason> {
+    reader::read(path, &[]).map(|(_, ev)| ev)
+}
+
+/// Reads, selects and preprocesses one recording.
+pub fn prepare(
+    path: &Path,
+    overrides: &BTreeMap<String, String>,
+    want: &Channels,
+    pre: &Preprocessing,
+) -> Result<Prepared, SkipReason> {
+    let header = reader::header(path)?;
+    let chosen = choose_channels(&header.labels, overrides, want)?;
+    let rate = header.rates_hz[chosen[0].0];
+    if let Some(&(i, e)) = chosen.iter().find(|(i, _)| header.rates_hz[*i] != rate) {
+        return Err(SkipReason::new(
+            "rates",
+            format!(
+                "electrode {e} (`{}`) is sampled at {} Hz but {} at {rate} Hz; the chosen channels must share one rate",
+                header.labels[i], header.rates_hz[i], chosen[0].1
+            ),
+        ));
+    }
+    let rows: Vec<usize> = chosen.iter().map(|(i, _)| *i).collect();
+    let (signals, events) = reader::read(path, &rows)?;
+    let input_samples = signals.first().map_or(0, Vec::len);
+    let data = labramd::dsp::preprocess(&signals, rate, pre)
+        .map_err(|e| SkipReason::new("preprocessing", e.to_string()))?;
+    Ok(Prepared {
+        channels: chosen.iter().map(|(_, e)| *e).collect(),
+        data,
+        input_rate_hz: rate,
+        input_samples,
+        events,
+    })
+}
+
+/// The one place that talks to `labramd::recording`.
+mod reader {
+    use super::*;
+
+    pub fn header(path: &Path) -> Result<Header, SkipReason> {
+        let _ = path;
+        Err(SkipReason::new(
+            "unreadable",
+            "recording reader not available yet",
+        ))
+    }
+
+    pub fn read(path: &Path, rows: &[usize]) -> Result<(Vec<Vec<f32>>, Vec<Event>), SkipReason> {
+        let _ = (path, rows);
+        Err(SkipReason::new(
+            "unreadable",
+            "recording reader not available yet",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn channel_choice_orders_and_reports_missing() {
+        let l = labels(&["EEG Fp1", "EEG Cz", "ECG ECG", "EEG A2-A1", "EEG Fp2"]);
+        let none = BTreeMap::new();
+        let all = choose_channels(&l, &none, &Channels::AllMapped).unwrap();
+        assert_eq!(all, vec![(0, "FP1"), (1, "CZ"), (4, "FP2")]);
+        let want = Channels::Exactly(vec!["FP2".into(), "fp1".into()]);
+        assert_eq!(
+            choose_channels(&l, &none, &want).unwrap(),
+            vec![(4, "FP2"), (0, "FP1")]
+        );
+        let want = Channels::Exactly(vec!["FP2".into(), "O1".into(), "PZ".into()]);
+        let e = choose_channels(&l, &none, &want).unwrap_err();
+        assert_eq!(e.category, "channels");
+        assert!(e.message.contains("O1, PZ"), "{}", e.message);
+        let e =
+            choose_channels(&labels(&["ECG", "Status"]), &none, &Channels::AllMapped).unwrap_err();
+        assert!(e.message.contains("no channel"), "{}", e.message);
+    }
+}

@@ -1,0 +1,215 @@
+//! Running an exported model (ONNX + card) over labelled data, the way the
+//! daemon would: the card's electrodes in the card's order, the card's
+//! preprocessing through `labramd::dsp`, windows of the card's length every
+//! card hop, inference through `labramd::inference`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use labramd::card::{ModelCard, PATCH_SIZE, SAMPLE_RATE_HZ};
+use labramd::inference::{Classifier, Device, InferenceError};
+
+use super::metrics::{MetricError, Report};
+use crate::data::format::{Dataset, FormatError};
+use crate::data::prepare::{self, Channels};
+use crate::data::windows;
+
+/// Windows per inference call.
+const BATCH: usize = 32;
+
+/// Errors of `evaluate`.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error(transparent)]
+    Inference(#[from] InferenceError),
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    #[error(transparent)]
+    Metric(#[from] MetricError),
+    #[error("{file}: {message}")]
+    Recording { file: String, message: String },
+    #[error("class `{class}` of {file} is not one of the model's classes ({classes}); write --recording <file>=<class> with one of those")]
+    UnknownClass {
+        file: String,
+        class: String,
+        classes: String,
+    },
+    #[error("dataset does not fit the model: {0}")]
+    Mismatch(String),
+}
+
+/// Per-recording result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordingResult {
+    pub file: String,
+    pub label: usize,
+    pub windows: usize,
+    /// Mean probability of each class over the recording's windows.
+    pub mean_probs: Vec<f64>,
+}
+
+/// Labels, probabilities and the metrics over all windows.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    pub labels: Vec<usize>,
+    pub probs: Vec<Vec<f64>>,
+    pub report: Report,
+    pub recordings: Vec<RecordingResult>,
+}
+
+/// Class names as the metrics see them: a single-logit model is binary with
+/// `not <name>` as class 0 and its one name as class 1.
+pub fn class_names(card: &ModelCard) -> Vec<String> {
+    if card.classes.len() == 1 {
+        vec![format!("not {}", card.classes[0]), card.classes[0].clone()]
+    } else {
+        card.classes.clone()
+    }
+}
+
+/// Looks a class up by name (case-insensitive) or index.
+pub fn class_index(card: &ModelCard, file: &str, class: &str) -> Result<usize, EvalError> {
+    let names = class_names(card);
+    if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(class)) {
+        return Ok(i);
+    }
+    match class.parse::<usize>() {
+        Ok(i) if i < names.len() => Ok(i),
+        _ => Err(EvalError::UnknownClass {
+            file: file.to_string(),
+            class: class.to_string(),
+            classes: names.join(", "),
+        }),
+    }
+}
+
+/// Probabilities per class for `batch` windows (two columns for a single logit).
+fn classify(
+    clf: &mut Classifier,
+    x: &[f32],
+    batch: usize,
+) -> Result<Vec<Vec<f64>>, InferenceError> {
+    let probs = clf.classify(x, batch)?;
+    Ok(probs
+        .into_iter()
+        .map(|p| {
+            if p.len() == 1 {
+                vec![1.0 - p[0] as f64, p[0] as f64]
+            } else {
+                p.into_iter().map(f64::from).collect()
+            }
+        })
+        .collect())
+}
+
+/// Loads the model (and its card) for CPU inference.
+pub fn load_model(model: &Path, threads: usize) -> Result<Classifier, EvalError> {
+    Ok(Classifier::new(model, Device::Cpu, threads)?)
+}
+
+/// Runs the model over labelled recordings: `(path, class)` pairs.
+pub fn evaluate_recordings(
+    clf: &mut Classifier,
+    recordings: &[(PathBuf, String)],
+    channel_map: &BTreeMap<String, String>,
+) -> Result<Evaluation, EvalError> {
+    let card = clf.card().clone();
+    let len = card.window_patches * PATCH_SIZE;
+    let hop = ((card.hop_s * SAMPLE_RATE_HZ).round() as usize).max(1);
+    let want = Channels::Exactly(card.channels.clone());
+    let mut labels = Vec::new();
+    let mut probs = Vec::new();
+    let mut per_rec = Vec::new();
+    for (path, class) in recordings {
+        let file = path.display().to_string();
+        let label = class_index(&card, &file, class)?;
+        let p = prepare::prepare(path, channel_map, &want, &card.preprocessing).map_err(|r| {
+            EvalError::Recording {
+                file: file.clone(),
+                message: r.message,
+            }
+        })?;
+        let starts = windows::sliding_starts(p.samples(), len, hop, 0);
+        if starts.is_empty() {
+            return Err(EvalError::Recording {
+                file,
+                message: format!(
+                    "{:.1} s is shorter than one {:.0}-s window of the model",
+                    p.samples() as f64 / SAMPLE_RATE_HZ,
+                    len as f64 / SAMPLE_RATE_HZ
+                ),
+            });
+        }
+        let mut rec_probs = Vec::new();
+        for chunk in starts.chunks(BATCH) {
+            let mut x = Vec::with_capacity(chunk.len() * card.channels.len() * len);
+            for &s in chunk {
+                x.extend(windows::cut(&p.data, s, len));
+            }
+            rec_probs.extend(classify(clf, &x, chunk.len())?);
+        }
+        let k = rec_probs[0].len();
+        let mean_probs = (0..k)
+            .map(|c| rec_probs.iter().map(|r| r[c]).sum::<f64>() / rec_probs.len() as f64)
+            .collect();
+        per_rec.push(RecordingResult {
+            file,
+            label,
+            windows: rec_probs.len(),
+            mean_probs,
+        });
+        labels.extend(std::iter::repeat_n(label, rec_probs.len()));
+        probs.extend(rec_probs);
+    }
+    let report = Report::from_probs(&labels, &probs)?;
+    Ok(Evaluation {
+        labels,
+        probs,
+        report,
+        recordings: per_rec,
+    })
+}
+
+/// Runs the model over one split of a `make-dataset` output. The dataset's
+/// channels must be the card's (same order) and its classes the card's.
+pub fn evaluate_dataset(clf: &mut Classifier, ds: &Dataset) -> Result<Evaluation, EvalError> {
+    let card = clf.card().clone();
+    let want: Vec<String> = card.channels.iter().map(|c| c.to_uppercase()).collect();
+    let have: Vec<String> = ds.channels().iter().map(|c| c.to_uppercase()).collect();
+    if want != have {
+        return Err(EvalError::Mismatch(format!(
+            "the model takes {} but the dataset holds {}; make the dataset with the model's channels",
+            card.channels.join(" "),
+            ds.channels().join(" ")
+        )));
+    }
+    let names = class_names(&card);
+    if names.len() != ds.classes().len() {
+        return Err(EvalError::Mismatch(format!(
+            "the model has classes {} but the dataset {}",
+            names.join(", "),
+            ds.classes().join(", ")
+        )));
+    }
+    if ds.meta().preprocessing.mode != card.preprocessing.mode {
+        tracing::warn!(
+            dataset = %ds.meta().preprocessing.mode,
+            model = %card.preprocessing.mode,
+            "the dataset was preprocessed in another mode than the model was trained on"
+        );
+    }
+    let idx: Vec<usize> = (0..ds.len()).collect();
+    let mut probs = Vec::with_capacity(ds.len());
+    for chunk in idx.chunks(BATCH) {
+        let b = ds.batch(chunk)?;
+        probs.extend(classify(clf, &b.x, chunk.len())?);
+    }
+    let labels: Vec<usize> = ds.labels().iter().map(|&l| l as usize).collect();
+    let report = Report::from_probs(&labels, &probs)?;
+    Ok(Evaluation {
+        labels,
+        probs,
+        report,
+        recordings: Vec::new(),
+    })
+}
