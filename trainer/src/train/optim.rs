@@ -15,7 +15,7 @@
 //! step += 1
 //! p *= 1 - lr·wd                                  (decoupled weight decay)
 //! m.lerp_(g, 1 - β1)
-//! v = v·β2 + (1 - β2)·g·g
+//! v = v·β2 + ((1 - β2)·g)·g
 //! p += (-lr / (1 - β1^step)) · m / (sqrt(v) / sqrt(1 - β2^step) + eps)
 //! ```
 //! Parameters whose gradient is undefined (not reached by the loss, e.g. the unused
@@ -209,21 +209,23 @@ impl AdamW {
                     let _ = p.param.g_mul_scalar_(1.0 - lr * wd);
                 }
                 let _ = p.exp_avg.lerp_(&grad, 1.0 - beta1);
-                // torch's addcmul(value=v) computes (v·t1)·t2, in that order.
+                // torch's addcmul(value=v) computes self + (v·t1)·t2 in one kernel (which
+                // the compiler may fuse into an FMA); addcmul with value 1 on t1 = v·g runs
+                // the same kernel on the same operands, so the rounding is identical.
                 let _ = p.exp_avg_sq.g_mul_scalar_(beta2);
                 let _ = p
                     .exp_avg_sq
-                    .g_add_(&(grad.g_mul_scalar(1.0 - beta2) * &grad));
+                    .addcmul_(&grad.g_mul_scalar(1.0 - beta2), &grad);
                 let step = p.step as f64;
                 let bias_correction1 = 1.0 - beta1.powf(step);
                 let bias_correction2 = 1.0 - beta2.powf(step);
                 let step_size = lr / bias_correction1;
                 // Python computes `bias_correction2 ** 0.5` with pow, not sqrt.
                 let denom = (p.exp_avg_sq.sqrt() / bias_correction2.powf(0.5)).g_add_scalar_(eps);
-                // torch's addcdiv(value=v) computes (v·t1)/t2.
+                // torch's addcdiv(value=v) computes self + (v·t1)/t2; as above.
                 let _ = p
                     .param
-                    .g_add_(&(p.exp_avg.g_mul_scalar(-step_size) / &denom));
+                    .addcdiv_(&p.exp_avg.g_mul_scalar(-step_size), &denom);
             }
         });
     }
