@@ -20,36 +20,58 @@ use labramd::card::{FilterMode, Preprocessing, SAMPLE_RATE_HZ};
 /// Dataset kinds.
 #[derive(Subcommand, Debug)]
 pub enum Kind {
-    /// Pretraining store: HDF5 in the official layout (a group per recording,
-    /// `eeg` [channels, samples] float32 µV at 200 Hz, chunks (channels, 200),
-    /// attributes lFreq, hFreq, rsFreq, chOrder), every electrode of every recording.
+    /// Pretraining store: HDF5 in the official layout, every electrode of every recording.
     ///
-    /// Example: labram-trainer make-dataset pretrain-h5 --output store.h5 ../shared/data/eegmat
-    #[command(name = "pretrain-h5")]
+    /// One group per recording, dataset `eeg` [channels, samples] float32 in µV at 200 Hz,
+    /// chunks (channels, 200), attributes lFreq, hFreq, rsFreq and chOrder (upper-case
+    /// electrode names), as the official make_h5dataset_for_pretrain.py; h5py reads it.
+    ///
+    /// Example:
+    ///   labram-trainer make-dataset pretrain-h5 --output store.h5 ../shared/data/eegmat
+    #[command(name = "pretrain-h5", verbatim_doc_comment)]
     PretrainH5(PretrainArgs),
-    /// TUH Abnormal (TUAB) as the official make_TUAB.py: the 23 channels of
-    /// chOrder_standard, 10-s windows, labels from the normal/abnormal folders,
-    /// eval → test, 20 % of the train subjects → val.
+    /// TUH Abnormal (TUAB), as the official make_TUAB.py.
     ///
-    /// Example: labram-trainer make-dataset tuab --root TUH_Abnormal/v3.0.0/edf --output out/tuab
+    /// Reads <root>/{train,eval}/{normal,abnormal}/01_tcp_ar/*.edf; keeps the 23 channels of
+    /// chOrder_standard in order; 10-s windows back to back; label 0 normal, 1 abnormal;
+    /// eval → test; per class, 20 % of the train subjects → val (subject = name up to `_`).
+    ///
+    /// Example:
+    ///   labram-trainer make-dataset tuab --root TUH_Abnormal/v3.0.0/edf --output out/tuab
+    #[command(verbatim_doc_comment)]
     Tuab(TuhArgs),
-    /// TUH Events (TUEV) as the official make_TUEV.py: the 23 channels, one 5-s
-    /// window per event row of each `.rec` file (6 classes), eval → test,
-    /// 20 % of the train subjects → val.
+    /// TUH Events (TUEV), as the official make_TUEV.py.
     ///
-    /// Example: labram-trainer make-dataset tuev --root TUH_Event/v2.0.0/edf --output out/tuev
+    /// Reads <root>/{train,eval}/**/<name>.edf with <name>.rec beside each; keeps the 23
+    /// channels of chOrder_standard; one 5-s window per .rec row (2 s before the event to
+    /// 2 s after, wrapping around the recording); classes spsw, gped, pled, eyem, artf,
+    /// bckg; eval → test; 20 % of the train subjects → val.
+    ///
+    /// Example:
+    ///   labram-trainer make-dataset tuev --root TUH_Event/v2.0.0/edf --output out/tuev
+    #[command(verbatim_doc_comment)]
     Tuev(TuhArgs),
-    /// Any EDF+ with event annotations: windows from the onset of each event,
-    /// labelled with the annotation text (e.g. eegmmidb's T0/T1/T2).
+    /// Any EDF+ with event annotations: windows labelled with the annotation text.
     ///
-    /// Example: labram-trainer make-dataset annotated --output out/mi ../shared/data/eegmmidb
+    /// A window starts at each event's onset (and every --hop-s while inside the event);
+    /// an event shorter than a window still gets one window. Subjects come from the file
+    /// name (`S001R04` → `S001`) and go to --val-subjects / --test-subjects, else train.
+    ///
+    /// Example (PhysioNet eegmmidb, imagined left/right fist, T0/T1/T2):
+    ///   labram-trainer make-dataset annotated --output out/mi ../shared/data/eegmmidb
+    #[command(verbatim_doc_comment)]
     Annotated(AnnotatedArgs),
-    /// PhysioNet eegmat (mental arithmetic): label from the file name (`_1` rest,
-    /// `_2` arithmetic), split by subject as given. Subjects 28-35 are the
-    /// external test set and are refused.
+    /// PhysioNet eegmat (mental arithmetic), split by subject as given.
     ///
-    /// Example: labram-trainer make-dataset eegmat --mode causal --train 0-21 --val 22-24 --test 25-27
-    /// --output out/eegmat-causal ../shared/data/eegmat
+    /// Label from the file name: SubjectNN_1 rest (0), SubjectNN_2 arithmetic (1); the 19
+    /// scalp electrodes; sliding windows. Subjects 28-35 are the external test set, kept
+    /// outside the project, and are refused.
+    ///
+    /// Example (the training data of the shipped model):
+    ///   labram-trainer make-dataset eegmat --mode causal --train 0-21 --val 22-24 \
+    ///     --test 25-27 --window-patches 4 --hop-s 2 --output out/eegmat-causal \
+    ///     ../shared/data/eegmat
+    #[command(verbatim_doc_comment)]
     Eegmat(EegmatArgs),
 }
 

@@ -366,6 +366,18 @@ impl DatasetWriter {
             ("split".to_string(), split.to_string()),
         ]);
         safetensors::serialize_to_file(views, Some(info), &path).map_err(|e| bad(e.to_string()))?;
+        // The crate writes through a private temporary file (mode 0600); a
+        // dataset is meant to be shared like any other output file.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).map_err(
+                |source| FormatError::Io {
+                    path: path.clone(),
+                    source,
+                },
+            )?;
+        }
         entry.shards.push(name);
         Ok(())
     }

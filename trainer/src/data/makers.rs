@@ -321,11 +321,13 @@ pub fn make_windows(
         common.threads,
         &format!("make-dataset {}", spec.kind),
         |job| -> Result<FileWindows, SkipReason> {
+            let events = job.labeling == Labeling::Events;
             let p = prepare::prepare(
                 &job.file.path,
                 &common.channel_map,
                 &want,
                 &common.preprocessing,
+                events,
             )?;
             let windows = cut_file(job, &p, spec, common)?;
             Ok(FileWindows {
@@ -799,6 +801,7 @@ pub fn make_pretrain_h5(
                 &common.channel_map,
                 &Channels::AllMapped,
                 &common.preprocessing,
+                false,
             )?;
             let n = p.samples();
             if n <= skip + drop_last {

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use labramd::card::Preprocessing;
-use labramd::electrodes::{self, ChannelMapping};
+use labramd::electrodes::{self, ChannelMapping, MappingError};
 
 use super::runner::SkipReason;
 
@@ -64,16 +64,41 @@ impl Prepared {
     }
 }
 
+/// Maps labels to electrodes with [`electrodes::map_labels`]. Labels that match
+/// no electrode (TUH's `EEG 26-REF`, `EEG EKG1-REF`…) are left out, as the
+/// official makers drop the channels the model cannot use, instead of failing
+/// the file; two labels on one electrode still fail it.
+fn map_dropping_unknown(
+    labels: &[String],
+    overrides: &BTreeMap<String, String>,
+) -> Result<Vec<(usize, &'static str)>, SkipReason> {
+    let channels = |e: MappingError| SkipReason::new("channels", e.to_string());
+    match electrodes::map_labels(labels, overrides) {
+        Ok(m) => Ok(m.electrodes),
+        Err(MappingError::Unmapped(unknown)) => {
+            let mut ov = overrides.clone();
+            for (label, _) in &unknown {
+                ov.insert(label.clone(), String::new());
+            }
+            tracing::debug!(
+                labels = ?unknown.iter().map(|(l, _)| l.as_str()).collect::<Vec<_>>(),
+                "left out: no electrode of that name"
+            );
+            let ChannelMapping { electrodes, .. } =
+                electrodes::map_labels(labels, &ov).map_err(channels)?;
+            Ok(electrodes)
+        }
+        Err(e) => Err(channels(e)),
+    }
+}
+
 /// Maps `labels` and chooses the rows to read: `(source index, electrode)`.
 pub fn choose_channels(
     labels: &[String],
     overrides: &BTreeMap<String, String>,
     want: &Channels,
 ) -> Result<Vec<(usize, &'static str)>, SkipReason> {
-    let ChannelMapping {
-        electrodes: mapped, ..
-    } = electrodes::map_labels(labels, overrides)
-        .map_err(|e| SkipReason::new("channels", format!("{e}")))?;
+    let mapped = map_dropping_unknown(labels, overrides)?;
     match want {
         Channels::AllMapped => {
             if mapped.is_empty() {
@@ -116,24 +141,26 @@ pub fn choose_channels(
     }
 }
 
-/// Reads a recording's header.
+/// Reads a recording's header (voltage signals only).
 pub fn read_header(path: &Path) -> Result<Header, SkipReason> {
-    reader::header(path)
+    reader::header(path).map(|(h, _)| h)
 }
 
 /// Reads a recording's event annotations only.
 pub fn read_events(path: &Path) -> Result<Vec<Event>, SkipReason> {
-    reader::read(path, &[]).map(|(_, ev)| ev)
+    reader::read(path, &[], true).map(|(_, ev)| ev)
 }
 
 /// Reads, selects and preprocesses one recording.
+/// `events`: also read the EDF+ annotations (a second pass over the file).
 pub fn prepare(
     path: &Path,
     overrides: &BTreeMap<String, String>,
     want: &Channels,
     pre: &Preprocessing,
+    events: bool,
 ) -> Result<Prepared, SkipReason> {
-    let header = reader::header(path)?;
+    let (header, file_rows) = reader::header(path)?;
     let chosen = choose_channels(&header.labels, overrides, want)?;
     let rate = header.rates_hz[chosen[0].0];
     if let Some(&(i, e)) = chosen.iter().find(|(i, _)| header.rates_hz[*i] != rate) {
@@ -145,8 +172,8 @@ pub fn prepare(
             ),
         ));
     }
-    let rows: Vec<usize> = chosen.iter().map(|(i, _)| *i).collect();
-    let (signals, events) = reader::read(path, &rows)?;
+    let rows: Vec<usize> = chosen.iter().map(|(i, _)| file_rows[*i]).collect();
+    let (signals, events) = reader::read(path, &rows, events)?;
     let input_samples = signals.first().map_or(0, Vec::len);
     let data = labramd::dsp::preprocess(&signals, rate, pre)
         .map_err(|e| SkipReason::new("preprocessing", e.to_string()))?;
@@ -162,21 +189,61 @@ pub fn prepare(
 /// The one place that talks to `labramd::recording`.
 mod reader {
     use super::*;
+    use labramd::recording::EdfReader;
 
-    pub fn header(path: &Path) -> Result<Header, SkipReason> {
-        let _ = path;
-        Err(SkipReason::new(
-            "unreadable",
-            "recording reader not available yet",
-        ))
+    fn unreadable(e: impl std::fmt::Display) -> SkipReason {
+        SkipReason::new("unreadable", e.to_string())
     }
 
-    pub fn read(path: &Path, rows: &[usize]) -> Result<(Vec<Vec<f32>>, Vec<Event>), SkipReason> {
-        let _ = (path, rows);
-        Err(SkipReason::new(
-            "unreadable",
-            "recording reader not available yet",
-        ))
+    /// Voltage signals only: annotation and non-voltage signals (`Status`,
+    /// `Boolean`…) can never be EEG. `rows[k]` is the file's signal index of
+    /// `labels[k]`.
+    pub fn header(path: &Path) -> Result<(Header, Vec<usize>), SkipReason> {
+        let r = EdfReader::open(path).map_err(unreadable)?;
+        let h = r.header();
+        let mut labels = Vec::new();
+        let mut rates_hz = Vec::new();
+        let mut rows = Vec::new();
+        for (i, s) in h.signals.iter().enumerate() {
+            if !s.is_voltage() {
+                continue;
+            }
+            let Some(rate) = h.sample_rate_hz(i) else {
+                continue;
+            };
+            labels.push(s.label.clone());
+            rates_hz.push(rate);
+            rows.push(i);
+        }
+        Ok((Header { labels, rates_hz }, rows))
+    }
+
+    /// Signals `rows` (file indices) in µV, and the annotations when asked.
+    pub fn read(
+        path: &Path,
+        rows: &[usize],
+        events: bool,
+    ) -> Result<(Vec<Vec<f32>>, Vec<Event>), SkipReason> {
+        let mut r = EdfReader::open(path).map_err(unreadable)?;
+        let data = if rows.is_empty() {
+            Vec::new()
+        } else {
+            r.read_all_uv(rows).map_err(unreadable)?
+        };
+        let events = if events {
+            r.annotations()
+                .map_err(unreadable)?
+                .into_iter()
+                .map(|a| Event {
+                    onset_s: a.onset_s,
+                    duration_s: a.duration_s.unwrap_or(0.0),
+                    text: a.text,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok((data, events))
     }
 }
 
@@ -203,6 +270,23 @@ mod tests {
         let e = choose_channels(&l, &none, &want).unwrap_err();
         assert_eq!(e.category, "channels");
         assert!(e.message.contains("O1, PZ"), "{}", e.message);
+        // Unknown labels are left out; a duplicate electrode fails the file.
+        let l = labels(&["EEG FP1-REF", "EEG 26-REF", "EEG EKG1-REF"]);
+        assert_eq!(
+            choose_channels(&l, &none, &Channels::AllMapped).unwrap(),
+            vec![(0, "FP1")]
+        );
+        let e = choose_channels(
+            &labels(&["Fp1", "EEG FP1-REF"]),
+            &none,
+            &Channels::AllMapped,
+        )
+        .unwrap_err();
+        assert!(
+            e.message.contains("both map to electrode FP1"),
+            "{}",
+            e.message
+        );
         let e =
             choose_channels(&labels(&["ECG", "Status"]), &none, &Channels::AllMapped).unwrap_err();
         assert!(e.message.contains("no channel"), "{}", e.message);

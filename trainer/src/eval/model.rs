@@ -123,12 +123,12 @@ pub fn evaluate_recordings(
     for (path, class) in recordings {
         let file = path.display().to_string();
         let label = class_index(&card, &file, class)?;
-        let p = prepare::prepare(path, channel_map, &want, &card.preprocessing).map_err(|r| {
-            EvalError::Recording {
+        let p = prepare::prepare(path, channel_map, &want, &card.preprocessing, false).map_err(
+            |r| EvalError::Recording {
                 file: file.clone(),
                 message: r.message,
-            }
-        })?;
+            },
+        )?;
         let starts = windows::sliding_starts(p.samples(), len, hop, 0);
         if starts.is_empty() {
             return Err(EvalError::Recording {
