@@ -1,0 +1,766 @@
+//! The fine-tuning LaBraM (`NeuralTransformer`, `labram_*_patch200_200`) written as an
+//! ONNX graph straight from its state dict: no tracing, no libtorch.
+//!
+//! The graph follows the official forward (see `../shared/spec/LABRAM.md` and the
+//! golden README's quirks) with a few exact-in-float32-up-to-rounding rewrites that
+//! cut operators ORT would otherwise run one by one:
+//! * weights of every Linear are stored transposed (`[in, out]`), so each is a plain
+//!   `MatMul` with no `Transpose`;
+//! * the layer-scale `gamma_1/2` is folded into the `proj`/`fc2` weights and biases
+//!   (`g ⊙ (xWᵀ + b) = x(Wᵀ·diag g) + g ⊙ b`);
+//! * the attention scale `head_dim^-0.5` is folded into the `q_norm` affine (or, without
+//!   q/k norm, into the q rows of `qkv`);
+//! * the position and time embeddings are summed into one small `[C·P, D]` table before
+//!   they meet the tokens (the official code adds them one after the other).
+//!
+//! These change results by float rounding only; the parity tests bound the effect on
+//! the logits (rel-L2 ≤ 1e-4, measured far below). The `/ 100` of the official engines
+//! stays an exact `Div` by 100 at the graph input.
+
+use super::graph::{Attr, Dim, GraphBuilder};
+use super::proto::GraphProto;
+use super::{ExportError, StateDict};
+
+/// Samples per patch: the model's fixed patch length.
+pub const PATCH: usize = 200;
+/// Rows of the official `time_embed`: the most patches any model takes.
+pub const TIME_ROWS: usize = 16;
+/// Rows of the official `pos_embed`: the CLS slot plus 128 electrodes.
+pub const POS_ROWS: usize = 129;
+/// TemporalConv always uses 4 GroupNorm groups.
+const GN_GROUPS: usize = 4;
+/// Time steps per patch after the stride-8 first convolution (200 → 25).
+const STEPS: usize = 25;
+
+/// Hyper-parameters of one fine-tuning architecture (the official `@register_model`s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FinetuneArch {
+    pub name: &'static str,
+    pub embed: usize,
+    pub depth: usize,
+    pub heads: usize,
+    /// Output channels of the TemporalConv (`embed = 25 · out_chans`).
+    pub out_chans: usize,
+}
+
+/// The three official fine-tuning architectures.
+pub const ARCHITECTURES: [FinetuneArch; 3] = [
+    FinetuneArch {
+        name: "labram_base_patch200_200",
+        embed: 200,
+        depth: 12,
+        heads: 10,
+        out_chans: 8,
+    },
+    FinetuneArch {
+        name: "labram_large_patch200_200",
+        embed: 400,
+        depth: 24,
+        heads: 16,
+        out_chans: 16,
+    },
+    FinetuneArch {
+        name: "labram_huge_patch200_200",
+        embed: 800,
+        depth: 48,
+        heads: 16,
+        out_chans: 32,
+    },
+];
+
+impl FinetuneArch {
+    /// Looks an architecture up by its official name.
+    pub fn by_name(name: &str) -> Result<&'static FinetuneArch, ExportError> {
+        ARCHITECTURES
+            .iter()
+            .find(|a| a.name == name)
+            .ok_or_else(|| ExportError::UnknownModel {
+                name: name.to_string(),
+                known: ARCHITECTURES
+                    .iter()
+                    .map(|a| a.name)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+}
+
+/// Graph-level rewrites; all on by default. Switching one off gives the literal
+/// official op sequence for that part (used by the tests to measure each rewrite).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GraphOptions {
+    pub fold_layer_scale: bool,
+    pub fold_attn_scale: bool,
+    /// Keep the token activations 2-D (`[B·N, D]`) through the blocks.
+    pub flat_tokens: bool,
+    pub attention: AttentionImpl,
+}
+
+/// How the attention core (softmax(q·kᵀ)·v over heads) is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionImpl {
+    /// Standard ONNX operators (MatMul, Softmax, Transpose).
+    Standard,
+    /// ONNX Runtime's contrib `com.microsoft.MultiHeadAttention`.
+    ContribMha,
+}
+
+impl Default for GraphOptions {
+    fn default() -> Self {
+        Self {
+            fold_layer_scale: true,
+            fold_attn_scale: true,
+            flat_tokens: true,
+            attention: AttentionImpl::Standard,
+        }
+    }
+}
+
+/// Which optional parts a checkpoint has (read off block 0, required of every block).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    pub qkv_bias: bool,
+    pub qk_norm: bool,
+    pub layer_scale: bool,
+    pub num_classes: usize,
+}
+
+/// Checks the state dict against the architecture: every required tensor present
+/// with its official shape, no unknown tensor. All problems are reported at once.
+pub fn check_state_dict(sd: &StateDict, arch: &FinetuneArch) -> Result<Layout, ExportError> {
+    let d = arch.embed;
+    let hd = d / arch.heads;
+    let c = arch.out_chans;
+    let has = |k: &str| sd.contains_key(k);
+    let num_classes = sd
+        .get("head.weight")
+        .and_then(|t| t.shape.first().copied())
+        .unwrap_or(0);
+    let layout = Layout {
+        qkv_bias: has("blocks.0.attn.q_bias"),
+        qk_norm: has("blocks.0.attn.q_norm.weight"),
+        layer_scale: has("blocks.0.gamma_1"),
+        num_classes,
+    };
+    let mut want: Vec<(String, Vec<usize>)> = vec![
+        ("cls_token".into(), vec![1, 1, d]),
+        ("pos_embed".into(), vec![1, POS_ROWS, d]),
+        ("time_embed".into(), vec![1, TIME_ROWS, d]),
+        ("patch_embed.conv1.weight".into(), vec![c, 1, 1, 15]),
+        ("patch_embed.conv2.weight".into(), vec![c, c, 1, 3]),
+        ("patch_embed.conv3.weight".into(), vec![c, c, 1, 3]),
+        ("fc_norm.weight".into(), vec![d]),
+        ("fc_norm.bias".into(), vec![d]),
+        ("head.weight".into(), vec![num_classes.max(1), d]),
+        ("head.bias".into(), vec![num_classes.max(1)]),
+    ];
+    for i in 1..=3 {
+        for p in ["conv", "norm"] {
+            if p == "norm" {
+                want.push((format!("patch_embed.norm{i}.weight"), vec![c]));
+            }
+            want.push((format!("patch_embed.{p}{i}.bias"), vec![c]));
+        }
+    }
+    for b in 0..arch.depth {
+        let p = format!("blocks.{b}");
+        let mut v: Vec<(String, Vec<usize>)> = vec![
+            (format!("{p}.norm1.weight"), vec![d]),
+            (format!("{p}.norm1.bias"), vec![d]),
+            (format!("{p}.attn.qkv.weight"), vec![3 * d, d]),
+            (format!("{p}.attn.proj.weight"), vec![d, d]),
+            (format!("{p}.attn.proj.bias"), vec![d]),
+            (format!("{p}.norm2.weight"), vec![d]),
+            (format!("{p}.norm2.bias"), vec![d]),
+            (format!("{p}.mlp.fc1.weight"), vec![4 * d, d]),
+            (format!("{p}.mlp.fc1.bias"), vec![4 * d]),
+            (format!("{p}.mlp.fc2.weight"), vec![d, 4 * d]),
+            (format!("{p}.mlp.fc2.bias"), vec![d]),
+        ];
+        if layout.qkv_bias {
+            v.push((format!("{p}.attn.q_bias"), vec![d]));
+            v.push((format!("{p}.attn.v_bias"), vec![d]));
+        }
+        if layout.qk_norm {
+            for n in ["q_norm", "k_norm"] {
+                v.push((format!("{p}.attn.{n}.weight"), vec![hd]));
+                v.push((format!("{p}.attn.{n}.bias"), vec![hd]));
+            }
+        }
+        if layout.layer_scale {
+            v.push((format!("{p}.gamma_1"), vec![d]));
+            v.push((format!("{p}.gamma_2"), vec![d]));
+        }
+        want.extend(v);
+    }
+    let mut missing = Vec::new();
+    let mut wrong = Vec::new();
+    for (name, shape) in &want {
+        match sd.get(name) {
+            None => missing.push(name.clone()),
+            Some(t) if &t.shape != shape => {
+                wrong.push(format!("{name} is {:?}, expected {:?}", t.shape, shape))
+            }
+            Some(_) => {}
+        }
+    }
+    let wanted: std::collections::BTreeSet<&str> = want.iter().map(|(n, _)| n.as_str()).collect();
+    let unexpected: Vec<String> = sd
+        .keys()
+        .filter(|k| !wanted.contains(k.as_str()))
+        .cloned()
+        .collect();
+    if !missing.is_empty() || !wrong.is_empty() || !unexpected.is_empty() {
+        return Err(ExportError::StateDict {
+            arch: arch.name,
+            missing,
+            wrong_shape: wrong,
+            unexpected,
+        });
+    }
+    Ok(layout)
+}
+
+/// `[rows, cols]` row-major → `[cols, rows]`.
+fn transposed(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; data.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = data[r * cols + c];
+        }
+    }
+    out
+}
+
+/// Fetches a tensor that [`check_state_dict`] has vouched for.
+fn t<'a>(sd: &'a StateDict, name: &str) -> Result<&'a [f32], ExportError> {
+    sd.get(name)
+        .map(|t| t.data.as_slice())
+        .ok_or_else(|| ExportError::Internal(format!("tensor {name} vanished after the check")))
+}
+
+const LN_EPS: f32 = 1e-6;
+const GN_EPS: f32 = 1e-5;
+
+fn layer_norm(g: &mut GraphBuilder, scope: &str, x: &str, w: &str, b: &str) -> String {
+    g.op(
+        scope,
+        "LayerNormalization",
+        &[x, w, b],
+        &[("axis", Attr::Int(-1)), ("epsilon", Attr::Float(LN_EPS))],
+    )
+}
+
+/// Builds the ONNX graph of a checked fine-tuning state dict.
+pub fn build_graph(
+    sd: &StateDict,
+    arch: &FinetuneArch,
+    layout: &Layout,
+    opts: GraphOptions,
+) -> Result<BuiltGraph, ExportError> {
+    let d = arch.embed;
+    let c = arch.out_chans;
+    let heads = arch.heads;
+    let hd = d / heads;
+    let k = layout.num_classes;
+    let attn_scale = (hd as f32).powf(-0.5);
+    let mut g = GraphBuilder::default();
+
+    let eeg = g.input_f32(
+        "eeg",
+        &[
+            Dim::Named("batch"),
+            Dim::Named("channels"),
+            Dim::Named("patches"),
+            Dim::Fixed(PATCH as i64),
+        ],
+    );
+    let input_chans = g.input_i64("input_chans", &[Dim::Named("channels_plus_1")]);
+
+    // µV → the model's unit, exactly as the official engines do (`x / 100`).
+    let hundred = g.scalar(100.0);
+    let x = g.op("/input", "Div", &[&eeg, &hundred], &[]);
+
+    // --- TemporalConv patch embedding on [B, 1, C·P, 200] ---
+    let s = "/patch_embed";
+    let shape = g.ints(&[0, 1, -1, PATCH as i64]);
+    let mut x = g.op(s, "Reshape", &[&x, &shape], &[]);
+    for i in 1..=3 {
+        let (cin, kw, stride, pad) = if i == 1 { (1, 15, 8, 7) } else { (c, 3, 1, 1) };
+        let w = g.weight(
+            &format!("patch_embed.conv{i}.weight"),
+            &[c, cin, 1, kw],
+            t(sd, &format!("patch_embed.conv{i}.weight"))?,
+        );
+        let b = g.weight(
+            &format!("patch_embed.conv{i}.bias"),
+            &[c],
+            t(sd, &format!("patch_embed.conv{i}.bias"))?,
+        );
+        let scope = format!("{s}/conv{i}");
+        x = g.op(
+            &scope,
+            "Conv",
+            &[&x, &w, &b],
+            &[
+                ("kernel_shape", Attr::Ints(vec![1, kw as i64])),
+                ("strides", Attr::Ints(vec![1, stride])),
+                ("pads", Attr::Ints(vec![0, pad, 0, pad])),
+            ],
+        );
+        // GroupNorm(4, c): statistics over (c/4 channels × all C·P patches × 25
+        // steps) of one sample, i.e. InstanceNormalization over a [B, 4, -1] view,
+        // then the per-channel affine.
+        let scope = format!("{s}/norm{i}");
+        let grouped = g.ints(&[0, GN_GROUPS as i64, -1]);
+        let xg = g.op(&scope, "Reshape", &[&x, &grouped], &[]);
+        let ones = g.weight(&format!("{scope}/ones"), &[GN_GROUPS], &[1.0; GN_GROUPS]);
+        let zeros = g.weight(&format!("{scope}/zeros"), &[GN_GROUPS], &[0.0; GN_GROUPS]);
+        let xg = g.op(
+            &scope,
+            "InstanceNormalization",
+            &[&xg, &ones, &zeros],
+            &[("epsilon", Attr::Float(GN_EPS))],
+        );
+        let back = g.ints(&[0, c as i64, -1, STEPS as i64]);
+        let xn = g.op(&scope, "Reshape", &[&xg, &back], &[]);
+        let gw = g.weight(
+            &format!("patch_embed.norm{i}.weight"),
+            &[c, 1, 1],
+            t(sd, &format!("patch_embed.norm{i}.weight"))?,
+        );
+        let gb = g.weight(
+            &format!("patch_embed.norm{i}.bias"),
+            &[c, 1, 1],
+            t(sd, &format!("patch_embed.norm{i}.bias"))?,
+        );
+        let xn = g.op(&scope, "Mul", &[&xn, &gw], &[]);
+        let xn = g.op(&scope, "Add", &[&xn, &gb], &[]);
+        x = g.op(&scope, "Gelu", &[&xn], &[]);
+    }
+    // [B, c, C·P, 25] → [B, C·P, 25, c] → [B, C·P, 25·c]: feature = t·c + channel.
+    let x = g.op(
+        s,
+        "Transpose",
+        &[&x],
+        &[("perm", Attr::Ints(vec![0, 2, 3, 1]))],
+    );
+    let to_tokens = g.ints(&[0, -1, d as i64]);
+    let patches = g.op(s, "Reshape", &[&x, &to_tokens], &[]);
+
+    // --- embeddings ---
+    let s = "/embed";
+    let pos = g.weight("pos_embed", &[POS_ROWS, d], t(sd, "pos_embed")?);
+    let time = g.weight("time_embed", &[TIME_ROWS, d], t(sd, "time_embed")?);
+    let cls = g.weight("cls_token", &[1, 1, d], t(sd, "cls_token")?);
+    let pos_sel = g.op(
+        s,
+        "Gather",
+        &[&pos, &input_chans],
+        &[("axis", Attr::Int(0))],
+    );
+    let (zero, one, end) = (g.ints(&[0]), g.ints(&[1]), g.ints(&[i64::MAX]));
+    let cls_pos = g.op(s, "Slice", &[&pos_sel, &zero, &one, &zero], &[]);
+    let chan_pos = g.op(s, "Slice", &[&pos_sel, &one, &end, &zero], &[]);
+    let chan_pos = g.op(s, "Unsqueeze", &[&chan_pos, &one], &[]);
+    let n_patches = g.op(
+        s,
+        "Shape",
+        &[&eeg],
+        &[("start", Attr::Int(2)), ("end", Attr::Int(3))],
+    );
+    let time_sel = g.op(s, "Slice", &[&time, &zero, &n_patches, &zero], &[]);
+    // [C, 1, D] + [P, D] → [C, P, D] → [C·P, D]: token c·P + p gets electrode c's row
+    // plus time row p.
+    let table = g.op(s, "Add", &[&chan_pos, &time_sel], &[]);
+    let flat = g.ints(&[-1, d as i64]);
+    let table = g.op(s, "Reshape", &[&table, &flat], &[]);
+    let patches = g.op(s, "Add", &[&patches, &table], &[]);
+    let cls = g.op(s, "Add", &[&cls, &cls_pos], &[]);
+    let mut shapes = Shapes::new(&mut g, &eeg);
+    let cls_shape = shapes.batched(&mut g, &[1, d as i64]);
+    let cls = g.op(s, "Expand", &[&cls, &cls_shape], &[]);
+    let mut x = g.op(s, "Concat", &[&cls, &patches], &[("axis", Attr::Int(1))]);
+
+    // --- transformer blocks ---
+    // Activations are kept flat, [B·N, D], when `flat_tokens`: every Linear is then a
+    // 2-D MatMul + Add, which ORT fuses into one Gemm.
+    let dims = Dims {
+        d,
+        heads,
+        hd,
+        attn_scale,
+    };
+    if opts.flat_tokens {
+        let flat = g.ints(&[-1, d as i64]);
+        x = g.op("/embed", "Reshape", &[&x, &flat], &[]);
+    }
+    for b in 0..arch.depth {
+        x = block(&mut g, sd, layout, &dims, &mut shapes, opts, b, x)?;
+    }
+
+    // --- head: mean over patch tokens (CLS excluded) → fc_norm → head ---
+    let s = "/head";
+    if opts.flat_tokens {
+        let tokens3 = shapes.batched(&mut g, &[-1, d as i64]);
+        x = g.op(s, "Reshape", &[&x, &tokens3], &[]);
+    }
+    let (one, end) = (g.ints(&[1]), g.ints(&[i64::MAX]));
+    let tokens = g.op(s, "Slice", &[&x, &one, &end, &one], &[]);
+    let pooled = g.op(
+        s,
+        "ReduceMean",
+        &[&tokens, &one],
+        &[("keepdims", Attr::Int(0))],
+    );
+    let fw = g.weight("fc_norm.weight", &[d], t(sd, "fc_norm.weight")?);
+    let fb = g.weight("fc_norm.bias", &[d], t(sd, "fc_norm.bias")?);
+    let feats = layer_norm(&mut g, "/fc_norm", &pooled, &fw, &fb);
+    let hw = g.weight(
+        "head.weight_t",
+        &[d, k],
+        &transposed(t(sd, "head.weight")?, k, d),
+    );
+    let hb = g.weight("head.bias", &[k], t(sd, "head.bias")?);
+    let logits = g.op(s, "MatMul", &[&feats, &hw], &[]);
+    g.op(s, "Add", &[&logits, &hb], &[]);
+    let logits = g.rename_last_output("logits");
+    g.output_f32(&logits, &[Dim::Named("batch"), Dim::Fixed(k as i64)]);
+    let domains = g.extra_domains();
+    Ok(BuiltGraph {
+        graph: g.build(arch.name),
+        domains,
+    })
+}
+
+/// A built graph and the non-default operator domains it uses.
+pub struct BuiltGraph {
+    pub graph: GraphProto,
+    pub domains: Vec<String>,
+}
+
+struct Dims {
+    d: usize,
+    heads: usize,
+    hd: usize,
+    attn_scale: f32,
+}
+
+/// Shape tensors that depend on the dynamic batch size, `Concat(B, rest)`, made
+/// once on first use (the static ones are interned by [`GraphBuilder::ints`]).
+struct Shapes {
+    batch: String,
+    made: std::collections::BTreeMap<Vec<i64>, String>,
+}
+
+impl Shapes {
+    fn new(g: &mut GraphBuilder, eeg: &str) -> Self {
+        let batch = g.op(
+            "/shapes",
+            "Shape",
+            &[eeg],
+            &[("start", Attr::Int(0)), ("end", Attr::Int(1))],
+        );
+        Shapes {
+            batch,
+            made: Default::default(),
+        }
+    }
+
+    /// `[B, rest…]`.
+    fn batched(&mut self, g: &mut GraphBuilder, rest: &[i64]) -> String {
+        if let Some(n) = self.made.get(rest) {
+            return n.clone();
+        }
+        let tail = g.ints(rest);
+        let n = g.op(
+            "/shapes",
+            "Concat",
+            &[&self.batch, &tail],
+            &[("axis", Attr::Int(0))],
+        );
+        self.made.insert(rest.to_vec(), n.clone());
+        n
+    }
+}
+
+/// One transformer block: `x += γ1·attn(norm1(x)); x += γ2·mlp(norm2(x))`.
+#[allow(clippy::too_many_arguments)]
+fn block(
+    g: &mut GraphBuilder,
+    sd: &StateDict,
+    layout: &Layout,
+    dm: &Dims,
+    sh: &mut Shapes,
+    opts: GraphOptions,
+    b: usize,
+    x: String,
+) -> Result<String, ExportError> {
+    let (d, hd, attn_scale) = (dm.d, dm.hd, dm.attn_scale);
+    let (di, hi, hdi) = (d as i64, dm.heads as i64, hd as i64);
+    let p = format!("blocks.{b}");
+    let s = format!("/{p}");
+    let gamma = |name: &str| -> Result<Option<&[f32]>, ExportError> {
+        if layout.layer_scale {
+            Ok(Some(t(sd, &format!("{p}.{name}"))?))
+        } else {
+            Ok(None)
+        }
+    };
+    let (g1, g2) = (gamma("gamma_1")?, gamma("gamma_2")?);
+
+    // attention
+    let sa = format!("{s}/attn");
+    let n1w = g.weight(
+        &format!("{p}.norm1.weight"),
+        &[d],
+        t(sd, &format!("{p}.norm1.weight"))?,
+    );
+    let n1b = g.weight(
+        &format!("{p}.norm1.bias"),
+        &[d],
+        t(sd, &format!("{p}.norm1.bias"))?,
+    );
+    let h = layer_norm(g, &format!("{s}/norm1"), &x, &n1w, &n1b);
+    let mut wqkv = transposed(t(sd, &format!("{p}.attn.qkv.weight"))?, 3 * d, d);
+    let mut qkv_bias = if layout.qkv_bias {
+        let mut v = t(sd, &format!("{p}.attn.q_bias"))?.to_vec();
+        v.extend(std::iter::repeat_n(0.0, d));
+        v.extend_from_slice(t(sd, &format!("{p}.attn.v_bias"))?);
+        Some(v)
+    } else {
+        None
+    };
+    // Where the attention scale goes: folded into the q_norm affine, into the q
+    // columns of qkv (no q/k norm), or a separate Mul.
+    let scale_in_qkv = opts.fold_attn_scale && !layout.qk_norm;
+    if scale_in_qkv {
+        for row in wqkv.chunks_mut(3 * d) {
+            row[..d].iter_mut().for_each(|v| *v *= attn_scale);
+        }
+        if let Some(bias) = qkv_bias.as_mut() {
+            bias[..d].iter_mut().for_each(|v| *v *= attn_scale);
+        }
+    }
+    let wqkv = g.weight(&format!("{p}.attn.qkv.weight_t"), &[d, 3 * d], &wqkv);
+    let mut qkv = g.op(&format!("{sa}/qkv"), "MatMul", &[&h, &wqkv], &[]);
+    if let Some(bias) = qkv_bias {
+        let bias = g.weight(&format!("{p}.attn.qkv_bias"), &[3 * d], &bias);
+        qkv = g.op(&format!("{sa}/qkv"), "Add", &[&qkv, &bias], &[]);
+    }
+    let qk_norm = if layout.qk_norm {
+        let mut qw = t(sd, &format!("{p}.attn.q_norm.weight"))?.to_vec();
+        let mut qb = t(sd, &format!("{p}.attn.q_norm.bias"))?.to_vec();
+        let suffix = if opts.fold_attn_scale {
+            qw.iter_mut()
+                .chain(qb.iter_mut())
+                .for_each(|v| *v *= attn_scale);
+            "_scaled"
+        } else {
+            ""
+        };
+        let qw = g.weight(&format!("{p}.attn.q_norm.weight{suffix}"), &[hd], &qw);
+        let qb = g.weight(&format!("{p}.attn.q_norm.bias{suffix}"), &[hd], &qb);
+        let kw = g.weight(
+            &format!("{p}.attn.k_norm.weight"),
+            &[hd],
+            t(sd, &format!("{p}.attn.k_norm.weight"))?,
+        );
+        let kb = g.weight(
+            &format!("{p}.attn.k_norm.bias"),
+            &[hd],
+            t(sd, &format!("{p}.attn.k_norm.bias"))?,
+        );
+        Some(([qw, qb], [kw, kb]))
+    } else {
+        None
+    };
+    let unscaled = !opts.fold_attn_scale;
+
+    let o = match opts.attention {
+        AttentionImpl::Standard => {
+            // [.., 3D] → [B, N, 3, H, hd] → [3, B, H, N, hd]: one Transpose for q, k, v.
+            let qkv5 = if opts.flat_tokens {
+                sh.batched(g, &[-1, 3, hi, hdi])
+            } else {
+                g.ints(&[0, 0, 3, hi, hdi])
+            };
+            let qkv = g.op(&sa, "Reshape", &[&qkv, &qkv5], &[]);
+            let qkv = g.op(
+                &sa,
+                "Transpose",
+                &[&qkv],
+                &[("perm", Attr::Ints(vec![2, 0, 3, 1, 4]))],
+            );
+            let parts = g.op_multi(
+                &sa,
+                "Split",
+                &[&qkv],
+                &[("axis", Attr::Int(0)), ("num_outputs", Attr::Int(3))],
+                3,
+            );
+            let (mut q, mut k) = (parts[0].clone(), parts[1].clone());
+            if let Some(([qw, qb], [kw, kb])) = &qk_norm {
+                q = layer_norm(g, &format!("{sa}/q_norm"), &q, qw, qb);
+                k = layer_norm(g, &format!("{sa}/k_norm"), &k, kw, kb);
+            }
+            if unscaled {
+                let sc = g.scalar(attn_scale);
+                q = g.op(&sa, "Mul", &[&q, &sc], &[]);
+            }
+            // q·kᵀ: ORT folds this last-two-axes Transpose into the MatMul.
+            let kt = g.op(
+                &sa,
+                "Transpose",
+                &[&k],
+                &[("perm", Attr::Ints(vec![0, 1, 2, 4, 3]))],
+            );
+            let scores = g.op(&format!("{sa}/scores"), "MatMul", &[&q, &kt], &[]);
+            let probs = g.op(&sa, "Softmax", &[&scores], &[("axis", Attr::Int(-1))]);
+            let o = g.op(
+                &format!("{sa}/context"),
+                "MatMul",
+                &[&probs, &parts[2]],
+                &[],
+            );
+            // [1, B, H, N, hd] → [1, B, N, H, hd] → tokens
+            let o = g.op(
+                &sa,
+                "Transpose",
+                &[&o],
+                &[("perm", Attr::Ints(vec![0, 1, 3, 2, 4]))],
+            );
+            let back = if opts.flat_tokens {
+                g.ints(&[-1, di])
+            } else {
+                sh.batched(g, &[-1, di])
+            };
+            g.op(&sa, "Reshape", &[&o, &back], &[])
+        }
+        AttentionImpl::ContribMha => {
+            // com.microsoft.MultiHeadAttention on [B, N, D] q, k, v.
+            let qkv = if opts.flat_tokens {
+                let shape = sh.batched(g, &[-1, 3 * di]);
+                g.op(&sa, "Reshape", &[&qkv, &shape], &[])
+            } else {
+                qkv
+            };
+            let sizes = g.ints(&[di, di, di]);
+            let parts = g.op_multi(&sa, "Split", &[&qkv, &sizes], &[("axis", Attr::Int(-1))], 3);
+            let (mut q, mut k) = (parts[0].clone(), parts[1].clone());
+            if let Some(([qw, qb], [kw, kb])) = &qk_norm {
+                let (heads4, merge3) = (g.ints(&[0, 0, hi, hdi]), g.ints(&[0, 0, di]));
+                let q4 = g.op(&sa, "Reshape", &[&q, &heads4], &[]);
+                let q4 = layer_norm(g, &format!("{sa}/q_norm"), &q4, qw, qb);
+                q = g.op(&sa, "Reshape", &[&q4, &merge3], &[]);
+                let k4 = g.op(&sa, "Reshape", &[&k, &heads4], &[]);
+                let k4 = layer_norm(g, &format!("{sa}/k_norm"), &k4, kw, kb);
+                k = g.op(&sa, "Reshape", &[&k4, &merge3], &[]);
+            }
+            let scale = if unscaled { attn_scale } else { 1.0 };
+            let o = g.op_in_domain(
+                &sa,
+                "com.microsoft",
+                "MultiHeadAttention",
+                &[&q, &k, &parts[2]],
+                &[
+                    ("num_heads", Attr::Int(dm.heads as i64)),
+                    ("scale", Attr::Float(scale)),
+                ],
+                1,
+            );
+            let o = o.into_iter().next().unwrap_or_default();
+            if opts.flat_tokens {
+                let flat = g.ints(&[-1, di]);
+                g.op(&sa, "Reshape", &[&o, &flat], &[])
+            } else {
+                o
+            }
+        }
+    };
+    let o = linear_scaled(
+        g,
+        &format!("{sa}/proj"),
+        &format!("{p}.attn.proj"),
+        o,
+        t(sd, &format!("{p}.attn.proj.weight"))?,
+        t(sd, &format!("{p}.attn.proj.bias"))?,
+        (d, d),
+        g1,
+        opts.fold_layer_scale,
+    );
+    let x = g.op(&s, "Add", &[&x, &o], &[]);
+
+    // MLP
+    let sm = format!("{s}/mlp");
+    let n2w = g.weight(
+        &format!("{p}.norm2.weight"),
+        &[d],
+        t(sd, &format!("{p}.norm2.weight"))?,
+    );
+    let n2b = g.weight(
+        &format!("{p}.norm2.bias"),
+        &[d],
+        t(sd, &format!("{p}.norm2.bias"))?,
+    );
+    let h = layer_norm(g, &format!("{s}/norm2"), &x, &n2w, &n2b);
+    let h = linear_scaled(
+        g,
+        &format!("{sm}/fc1"),
+        &format!("{p}.mlp.fc1"),
+        h,
+        t(sd, &format!("{p}.mlp.fc1.weight"))?,
+        t(sd, &format!("{p}.mlp.fc1.bias"))?,
+        (4 * d, d),
+        None,
+        false,
+    );
+    let h = g.op(&sm, "Gelu", &[&h], &[]);
+    let h = linear_scaled(
+        g,
+        &format!("{sm}/fc2"),
+        &format!("{p}.mlp.fc2"),
+        h,
+        t(sd, &format!("{p}.mlp.fc2.weight"))?,
+        t(sd, &format!("{p}.mlp.fc2.bias"))?,
+        (d, 4 * d),
+        g2,
+        opts.fold_layer_scale,
+    );
+    Ok(g.op(&s, "Add", &[&x, &h], &[]))
+}
+
+/// `y = x·Wᵀ + b`, optionally times a layer-scale `gamma`: folded into the weights
+/// (`fold`) or as a separate `Mul`.
+#[allow(clippy::too_many_arguments)]
+fn linear_scaled(
+    g: &mut GraphBuilder,
+    scope: &str,
+    param: &str,
+    x: String,
+    weight: &[f32],
+    bias: &[f32],
+    (out, inp): (usize, usize),
+    gamma: Option<&[f32]>,
+    fold: bool,
+) -> String {
+    let mut wt = transposed(weight, out, inp);
+    let mut b = bias.to_vec();
+    if let (Some(gm), true) = (gamma, fold) {
+        for row in wt.chunks_mut(out) {
+            row.iter_mut().zip(gm).for_each(|(w, g)| *w *= g);
+        }
+        b.iter_mut().zip(gm).for_each(|(v, g)| *v *= g);
+    }
+    let wt = g.weight(&format!("{param}.weight_t"), &[inp, out], &wt);
+    let bn = g.weight(&format!("{param}.bias"), &[out], &b);
+    let y = g.op(scope, "MatMul", &[&x, &wt], &[]);
+    let y = g.op(scope, "Add", &[&y, &bn], &[]);
+    match (gamma, fold) {
+        (Some(gm), false) => {
+            let gname = g.weight(&format!("{param}.gamma"), &[out], gm);
+            g.op(scope, "Mul", &[&y, &gname], &[])
+        }
+        _ => y,
+    }
+}

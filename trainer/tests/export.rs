@@ -1,0 +1,538 @@
+//! ONNX export of the fine-tuning LaBraM, checked end to end against the golden
+//! references of the official PyTorch code (`../shared/golden`, see its README):
+//! logits through ONNX Runtime for the golden batch, each sample alone, and the
+//! channel/patch subset case; ONNX's own checker; byte-identical re-export; the model
+//! card; the error messages of `labram-trainer export`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use labram_trainer::export::{
+    self, AttentionImpl, ExportError, ExportRequest, FinetuneArch, GraphOptions,
+};
+use labramd::card::{ModelCard, Preprocessing};
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+use ort::value::TensorRef;
+
+const TOLERANCE: f64 = 1e-4;
+
+fn manifest() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn golden() -> PathBuf {
+    manifest().join("../../shared/golden")
+}
+
+fn python() -> PathBuf {
+    let p = manifest().join("../.venv/bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/setup.sh",
+        p.display()
+    );
+    p
+}
+
+fn ort_env() -> &'static ort::environment::Environment {
+    static ENV: OnceLock<ort::environment::Environment> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let lib = std::env::var_os("ORT_DYLIB_PATH")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| manifest().join("../.deps/libonnxruntime.so"));
+        assert!(
+            lib.exists(),
+            "ONNX Runtime library {} is missing: run scripts/setup.sh",
+            lib.display()
+        );
+        ort::init_from(&lib)
+            .unwrap_or_else(|e| panic!("cannot load {}: {e}", lib.display()))
+            .build()
+            .expect("ONNX Runtime environment")
+    })
+}
+
+fn session(model: &[u8]) -> Session {
+    Session::builder(ort_env())
+        .and_then(|b| {
+            b.with_optimization_level(GraphOptimizationLevel::Level3)
+                .map_err(Into::into)
+        })
+        .and_then(|b| b.with_intra_threads(2).map_err(Into::into))
+        .and_then(|mut b| b.commit_from_memory(model))
+        .expect("ONNX Runtime session")
+}
+
+/// Runs `logits = model(eeg [b, c, p, 200], input_chans)`.
+fn logits(s: &mut Session, eeg: &[f32], shape: [usize; 4], chans: &[i64]) -> (Vec<i64>, Vec<f32>) {
+    let x = TensorRef::from_array_view((shape, eeg)).expect("eeg tensor");
+    let ic = TensorRef::from_array_view(([chans.len()], chans)).expect("input_chans tensor");
+    let out = s
+        .run(ort::inputs!["eeg" => x, "input_chans" => ic])
+        .expect("run");
+    let (shape, data) = out["logits"].try_extract_tensor::<f32>().expect("logits");
+    (shape.to_vec(), data.to_vec())
+}
+
+fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let num: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+        .sum();
+    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    (num / den).sqrt()
+}
+
+/// One tensor of a golden safetensors file.
+struct Golden {
+    shape: Vec<usize>,
+    f32: Vec<f32>,
+    i64: Vec<i64>,
+}
+
+fn golden_tensor(file: &str, name: &str) -> Golden {
+    let bytes = std::fs::read(golden().join(file)).expect("golden file");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    let v = st
+        .tensor(name)
+        .unwrap_or_else(|e| panic!("{file}: {name}: {e}"));
+    let (mut f, mut i) = (vec![], vec![]);
+    match v.dtype() {
+        safetensors::Dtype::F32 => {
+            f = v
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        }
+        safetensors::Dtype::I64 => {
+            i = v
+                .data()
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+                .collect()
+        }
+        d => panic!("{name}: unexpected dtype {d:?}"),
+    }
+    Golden {
+        shape: v.shape().to_vec(),
+        f32: f,
+        i64: i,
+    }
+}
+
+fn shape4(s: &[usize]) -> [usize; 4] {
+    s.try_into().expect("4-D eeg")
+}
+
+/// The golden fine-tuning checkpoint exported once per variant (shared by tests).
+fn golden_export(opts: GraphOptions) -> Vec<u8> {
+    let sd = export::load_weights(&golden().join("finetune_base.pth")).expect("golden checkpoint");
+    let arch = FinetuneArch::by_name("labram_base_patch200_200").expect("arch");
+    export::onnx_bytes(&sd, arch, 2, opts).expect("export")
+}
+
+fn default_export() -> &'static [u8] {
+    static M: OnceLock<Vec<u8>> = OnceLock::new();
+    M.get_or_init(|| golden_export(GraphOptions::default()))
+}
+
+fn variants() -> Vec<(&'static str, GraphOptions)> {
+    let d = GraphOptions::default();
+    vec![
+        ("default", d),
+        (
+            "unfolded",
+            GraphOptions {
+                fold_layer_scale: false,
+                fold_attn_scale: false,
+                ..d
+            },
+        ),
+        (
+            "3-d tokens",
+            GraphOptions {
+                flat_tokens: false,
+                ..d
+            },
+        ),
+        (
+            "contrib attention",
+            GraphOptions {
+                attention: AttentionImpl::ContribMha,
+                ..d
+            },
+        ),
+    ]
+}
+
+#[test]
+fn golden_batch_logits_match_official() {
+    let eeg = golden_tensor("inputs.safetensors", "eeg_uv");
+    let chans = golden_tensor("inputs.safetensors", "input_chans").i64;
+    let want = golden_tensor("outputs.safetensors", "ft.logits");
+    for (name, opts) in variants() {
+        let model = if name == "default" {
+            default_export().to_vec()
+        } else {
+            golden_export(opts)
+        };
+        let mut s = session(&model);
+        let (shape, got) = logits(&mut s, &eeg.f32, shape4(&eeg.shape), &chans);
+        assert_eq!(shape, vec![2, 2]);
+        let err = rel_l2(&got, &want.f32);
+        println!("golden batch [2, 19, 8, 200], {name}: logits rel-L2 {err:.2e}");
+        assert!(err <= TOLERANCE, "{name}: rel-L2 {err:.3e} > {TOLERANCE:e}");
+    }
+}
+
+#[test]
+fn each_sample_alone_matches_official() {
+    let eeg = golden_tensor("inputs.safetensors", "eeg_uv");
+    let chans = golden_tensor("inputs.safetensors", "input_chans").i64;
+    let want = golden_tensor("outputs.safetensors", "ft.logits");
+    let mut s = session(default_export());
+    let per = eeg.f32.len() / 2;
+    for b in 0..2 {
+        let mut shape = shape4(&eeg.shape);
+        shape[0] = 1;
+        let (oshape, got) = logits(&mut s, &eeg.f32[b * per..(b + 1) * per], shape, &chans);
+        assert_eq!(oshape, vec![1, 2]);
+        let err = rel_l2(&got, &want.f32[b * 2..b * 2 + 2]);
+        println!("sample {b} alone (batch 1): logits rel-L2 {err:.2e}");
+        assert!(err <= TOLERANCE, "sample {b}: rel-L2 {err:.3e}");
+    }
+}
+
+#[test]
+fn channel_subset_with_fewer_patches_matches_official() {
+    let eeg = golden_tensor("inputs.safetensors", "ft_sub.eeg_uv");
+    let chans = golden_tensor("inputs.safetensors", "ft_sub.input_chans").i64;
+    let want = golden_tensor("outputs.safetensors", "ft_sub.logits");
+    assert_eq!(eeg.shape, vec![2, 10, 4, 200]);
+    let mut s = session(default_export());
+    let (shape, got) = logits(&mut s, &eeg.f32, shape4(&eeg.shape), &chans);
+    assert_eq!(shape, vec![2, 2]);
+    let err = rel_l2(&got, &want.f32);
+    println!("subset [2, 10, 4, 200]: logits rel-L2 {err:.2e}");
+    assert!(err <= TOLERANCE, "rel-L2 {err:.3e}");
+}
+
+/// Deterministic pseudo-EEG (xorshift + Box-Muller), in µV.
+fn noise(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        ((s >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    (0..n)
+        .map(|_| {
+            let (u, v) = (next(), next());
+            ((-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()) as f32 * scale
+        })
+        .collect()
+}
+
+/// Other shapes (dynamic batch, channels, patches up to 16) against the official
+/// model's own `torch.onnx` export, run by the same ONNX Runtime.
+#[test]
+fn other_shapes_match_the_torch_export() {
+    let reference =
+        std::fs::read(golden().join("reference_torch_export.onnx")).expect("reference export");
+    let mut theirs = session(&reference);
+    let mut ours = session(default_export());
+    let tuh: Vec<i64> =
+        labramd::electrodes::input_chans(&labramd::electrodes::TUH_STANDARD_23).expect("TUH");
+    let cases: Vec<([usize; 4], Vec<i64>)> = vec![
+        ([1, 23, 10, 200], tuh.clone()),
+        ([3, 5, 16, 200], tuh[..6].to_vec()),
+        ([2, 128, 1, 200], (0..=128).collect()),
+        ([1, 1, 16, 200], vec![0, 42]),
+    ];
+    for (i, (shape, chans)) in cases.into_iter().enumerate() {
+        let x = noise(shape.iter().product(), 7 + i as u64, 30.0);
+        let (s1, want) = logits(&mut theirs, &x, shape, &chans);
+        let (s2, got) = logits(&mut ours, &x, shape, &chans);
+        assert_eq!(s1, s2);
+        let err = rel_l2(&got, &want);
+        println!("{shape:?} vs torch.onnx export: logits rel-L2 {err:.2e}");
+        assert!(err <= TOLERANCE, "{shape:?}: rel-L2 {err:.3e}");
+    }
+}
+
+#[test]
+fn onnx_checker_full_check_passes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, opts) in variants() {
+        let path = dir.path().join("m.onnx");
+        let bytes = if name == "default" {
+            default_export().to_vec()
+        } else {
+            golden_export(opts)
+        };
+        std::fs::write(&path, bytes).expect("write");
+        let out = Command::new(python())
+            .arg("-c")
+            .arg(
+                "import sys, onnx\n\
+                 m = onnx.load(sys.argv[1])\n\
+                 onnx.checker.check_model(m, full_check=True)\n\
+                 print(m.ir_version, [(o.domain, o.version) for o in m.opset_import])",
+            )
+            .arg(&path)
+            .output()
+            .expect("python");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{name}: onnx checker failed:\n{text}");
+        let ir: i64 = text
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .expect("ir version");
+        assert!(ir <= 10, "{name}: IR version {ir}");
+        assert!(text.contains("('', 20)"), "{name}: opset: {text}");
+        println!("{name}: checker ok, IR {}", text.trim());
+    }
+}
+
+fn request(dir: &Path, name: &str) -> ExportRequest {
+    ExportRequest {
+        checkpoint: golden().join("finetune_base.pth"),
+        model: "labram_base_patch200_200".into(),
+        num_classes: 2,
+        output: dir.join(format!("{name}.onnx")),
+        channels: None,
+        patches: 10,
+        classes: None,
+        task: "golden parity checkpoint".into(),
+        hop_s: 1.0,
+        trained: false,
+        preprocessing: Preprocessing::default(),
+        command: "labram-trainer export (test)".into(),
+        graph: GraphOptions::default(),
+    }
+}
+
+#[test]
+fn exporting_twice_gives_identical_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = export::export(&request(dir.path(), "a")).expect("export a");
+    let b = export::export(&request(dir.path(), "b")).expect("export b");
+    let (ma, mb) = (
+        std::fs::read(&a.onnx).expect("a"),
+        std::fs::read(&b.onnx).expect("b"),
+    );
+    assert!(ma.len() > 20_000_000, "{} bytes", ma.len());
+    assert!(ma == mb, "two exports of the same checkpoint differ");
+    assert_eq!(
+        ma.as_slice(),
+        default_export(),
+        "file differs from the in-memory export"
+    );
+    let (ca, cb) = (
+        std::fs::read(&a.card_path).expect("a"),
+        std::fs::read(&b.card_path).expect("b"),
+    );
+    assert_eq!(ca, cb, "cards differ");
+}
+
+#[test]
+fn card_is_written_beside_the_model_and_valid() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut req = request(dir.path(), "m");
+    req.channels = Some(vec![
+        "fp1".into(),
+        "Fp2".into(),
+        "CZ".into(),
+        "FTT9h".into(),
+    ]);
+    req.classes = Some(vec!["rest".into(), "task".into()]);
+    req.patches = 4;
+    let summary = export::export(&req).expect("export");
+    assert_eq!(summary.card_path, dir.path().join("m.yaml"));
+    let card = ModelCard::load_for_model(&summary.onnx).expect("card loads and validates");
+    assert_eq!(card.architecture, "labram_base_patch200_200");
+    assert!(!card.trained);
+    assert_eq!(card.channels, vec!["FP1", "FP2", "CZ", "FTT9h"]);
+    assert_eq!(card.input_chans(), vec![0, 1, 3, 42, 115]);
+    assert_eq!(card.classes, vec!["rest", "task"]);
+    assert_eq!(
+        (card.patch_size, card.sample_rate_hz, card.window_patches),
+        (200, 200.0, 4)
+    );
+    assert_eq!(card.preprocessing.unit, "uV");
+    assert_eq!(
+        card.provenance.checkpoint.as_deref(),
+        Some("finetune_base.pth")
+    );
+    let manifest = std::fs::read_to_string(golden().join("manifest.json")).expect("manifest");
+    let sha = card.provenance.checkpoint_sha256.clone().expect("sha256");
+    assert_eq!(sha.len(), 64);
+    assert!(
+        manifest.contains(&sha),
+        "sha256 {sha} not the golden manifest's"
+    );
+    let yaml = std::fs::read_to_string(&summary.card_path).expect("yaml");
+    assert!(
+        !yaml.contains(&*golden().to_string_lossy()),
+        "card holds a local path"
+    );
+
+    // Defaults: TUH 23 channels, class_0.., and the model runs with the card's channels.
+    let summary = export::export(&request(dir.path(), "d")).expect("export");
+    let card = ModelCard::load_for_model(&summary.onnx).expect("card");
+    assert_eq!(card.channels.len(), 23);
+    assert_eq!(card.channels[0], "FP1");
+    assert_eq!(card.classes, vec!["class_0", "class_1"]);
+    let mut s = session(&std::fs::read(&summary.onnx).expect("onnx"));
+    let x = noise(23 * 10 * 200, 3, 30.0);
+    let (shape, _) = logits(&mut s, &x, [1, 23, 10, 200], &card.input_chans());
+    assert_eq!(shape, vec![1, 2]);
+}
+
+#[test]
+fn export_errors_name_the_problem() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let msg = |r: ExportRequest| export::export(&r).expect_err("must fail").to_string();
+
+    let mut r = request(dir.path(), "e");
+    r.num_classes = 3;
+    let m = msg(r);
+    assert!(
+        m.contains("--num-classes is 3") && m.contains("2 rows"),
+        "{m}"
+    );
+
+    let mut r = request(dir.path(), "e");
+    r.model = "labram_small".into();
+    let m = msg(r);
+    assert!(
+        m.contains("labram_small") && m.contains("labram_base_patch200_200"),
+        "{m}"
+    );
+
+    let mut r = request(dir.path(), "e");
+    r.channels = Some(vec!["FP1".into(), "CZZ".into()]);
+    let m = msg(r);
+    assert!(
+        m.contains("CZZ") && m.contains("closest") && m.contains("CZ"),
+        "{m}"
+    );
+
+    let mut r = request(dir.path(), "e");
+    r.channels = Some(vec!["FP1".into(), "fp1".into()]);
+    assert!(msg(r).contains("twice"));
+
+    let mut r = request(dir.path(), "e");
+    r.patches = 17;
+    let m = msg(r);
+    assert!(m.contains("17") && m.contains("16"), "{m}");
+
+    let mut r = request(dir.path(), "e");
+    r.classes = Some(vec!["only_one".into()]);
+    let m = msg(r);
+    assert!(m.contains("1 names") && m.contains("2 outputs"), "{m}");
+
+    let mut r = request(dir.path(), "e");
+    r.model = "labram_large_patch200_200".into();
+    let m = msg(r);
+    assert!(m.contains("wrong shape") && m.contains("pos_embed"), "{m}");
+
+    let mut r = request(dir.path(), "e");
+    r.checkpoint = golden().join("pretrain_base.pth");
+    let m = msg(r);
+    assert!(m.contains("pretraining") && m.contains("student."), "{m}");
+
+    let mut r = request(dir.path(), "e");
+    r.checkpoint = dir.path().join("nope.pth");
+    let m = msg(r);
+    assert!(m.contains("nope.pth"), "{m}");
+
+    assert!(
+        std::fs::read_dir(dir.path()).expect("dir").next().is_none(),
+        "a failed export left files"
+    );
+    // The pure API refuses a class count that does not match, too.
+    let sd = export::load_weights(&golden().join("finetune_base.pth")).expect("sd");
+    let arch = FinetuneArch::by_name("labram_base_patch200_200").expect("arch");
+    let e = export::onnx_bytes(&sd, arch, 1, GraphOptions::default()).expect_err("K=1");
+    assert!(
+        matches!(
+            e,
+            ExportError::ClassCount {
+                requested: 1,
+                head_rows: 2
+            }
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn cli_exports_and_reports_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("cli.onnx");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_labram-trainer"))
+            .arg("export")
+            .args(args)
+            .output()
+            .expect("labram-trainer")
+    };
+    let ckpt = golden().join("finetune_base.pth");
+    let ok = run(&[
+        "--checkpoint",
+        &ckpt.to_string_lossy(),
+        "--model",
+        "labram_base_patch200_200",
+        "--num-classes",
+        "2",
+        "--output",
+        &out.to_string_lossy(),
+        "--channels",
+        "FP1,FP2,C3,C4",
+        "--patches",
+        "8",
+        "--classes",
+        "left,right",
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let card = ModelCard::load_for_model(&out).expect("card");
+    assert_eq!(card.channels, vec!["FP1", "FP2", "C3", "C4"]);
+    assert_eq!(card.window_patches, 8);
+    let cmd = card.provenance.command.expect("command");
+    assert!(
+        cmd.starts_with("labram-trainer export --checkpoint finetune_base.pth"),
+        "{cmd}"
+    );
+    assert!(!cmd.contains('/'), "command holds a path: {cmd}");
+
+    let bad = run(&[
+        "--checkpoint",
+        &ckpt.to_string_lossy(),
+        "--num-classes",
+        "2",
+        "--output",
+        &dir.path().join("bad.onnx").to_string_lossy(),
+        "--channels",
+        "FP1,XYZ9",
+    ]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("XYZ9") && err.contains("closest valid names"),
+        "{err}"
+    );
+    assert!(!dir.path().join("bad.onnx").exists());
+}
