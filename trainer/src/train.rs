@@ -12,8 +12,9 @@
 //!   resuming exact without saving libtorch's generator state.
 //! * [`state`]: checkpoint directories (weights, optimizer moments, run state).
 //! * [`logbook`]: JSON-lines log, progress bar; [`plots`]: PNG curves.
+//! * [`windows`]: the training/evaluation windows in groups of equal electrodes, batching.
 //! * [`runner`]: the loop shared by the three stages; [`stages`]: what each stage
-//!   computes (needs the networks of [`crate::model`] and the datasets of [`crate::data`]).
+//!   computes (the networks of [`crate::model`] on the windows).
 pub mod config;
 pub mod logbook;
 pub mod losses;
@@ -22,4 +23,6 @@ pub mod plots;
 pub mod rng;
 pub mod runner;
 pub mod schedule;
+pub mod stages;
 pub mod state;
+pub mod windows;

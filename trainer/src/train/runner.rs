@@ -68,6 +68,15 @@ pub trait Stage {
     fn num_layers(&self) -> usize;
     /// Number of training samples.
     fn train_len(&self) -> usize;
+    /// The batches of `epoch` (sample indices). The default shuffles all samples with
+    /// the seeded order and drops the last incomplete batch; the count must be the
+    /// same for every epoch.
+    fn epoch_batches(&self, seed: u64, epoch: usize, batch: usize) -> Vec<Vec<usize>> {
+        epoch_order(seed, epoch, self.train_len())
+            .chunks_exact(batch.max(1))
+            .map(<[usize]>::to_vec)
+            .collect()
+    }
     /// Loss of the training samples `indices` in train mode (with graph), plus scalars
     /// to log (e.g. masked accuracy).
     fn train_loss(&mut self, indices: &[usize])
@@ -149,11 +158,15 @@ pub fn run(
     std::fs::create_dir_all(&run_dir).map_err(io_err(&run_dir))?;
     let n = stage.train_len();
     let batch = recipe.batch_size;
+    let seed = cfg.train.seed;
     if n < batch {
         return Err(TrainError::TooFewSamples { samples: n, batch });
     }
     // The official train loaders drop the last incomplete batch.
-    let mut steps_per_epoch = n / batch;
+    let mut steps_per_epoch = stage.epoch_batches(seed, 0, batch).len();
+    if steps_per_epoch == 0 {
+        return Err(TrainError::TooFewSamples { samples: n, batch });
+    }
     if let Some(m) = cfg.train.max_steps_per_epoch {
         steps_per_epoch = steps_per_epoch.min(m.max(1));
     }
@@ -189,7 +202,6 @@ pub fn run(
         },
         |name, shape| group_for(name, shape, layer_decay),
     );
-    let seed = cfg.train.seed;
     let (select, lower) = cfg.select_metric();
 
     let (mut epoch, mut start_step, mut global_step, mut best) = (0usize, 0usize, 0u64, None);
@@ -282,13 +294,13 @@ pub fn run(
     };
 
     while epoch < epochs {
-        let order = epoch_order(seed, epoch, n);
+        let batches = stage.epoch_batches(seed, epoch, batch);
         let bar = epoch_bar(steps_per_epoch as u64, epoch, epochs);
         bar.set_position(start_step as u64);
         let (mut loss_sum, mut loss_count) = resumed_loss.take().unwrap_or((0.0, 0));
         for s in start_step..steps_per_epoch {
             let t0 = Instant::now();
-            let idx = &order[s * batch..(s + 1) * batch];
+            let idx = &batches[s];
             seed_torch_for_step(seed, global_step);
             opt.zero_grad();
             let (loss, extras) = stage.train_loss(idx).map_err(TrainError::Stage)?;
