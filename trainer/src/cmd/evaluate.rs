@@ -73,7 +73,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(dir) = &args.dataset {
         let ds = Dataset::open_split(dir, &args.split)?;
         let ev = model::evaluate_dataset(&mut clf, &ds)?;
-        println!("windows: {} ({} split)", ev.report.n(), args.split);
+        println!("split: {}", args.split);
+        println!("windows: {}", ev.report.n());
         print!("{}", ev.report);
         return Ok(());
     }

@@ -1,7 +1,9 @@
 //! Running an exported model (ONNX + card) over labelled data, the way the
 //! daemon would: the card's electrodes in the card's order, the card's
-//! preprocessing through `labramd::dsp`, windows of the card's length every
-//! card hop, inference through `labramd::inference`.
+//! preprocessing through `labramd::dsp`, a window of the card's length every
+//! card hop on the daemon's grid (hop points counted in input frames, each
+//! window the last samples the chain has produced, see
+//! [`windows::daemon_starts`]), inference through `labramd::inference`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -115,7 +117,6 @@ pub fn evaluate_recordings(
 ) -> Result<Evaluation, EvalError> {
     let card = clf.card().clone();
     let len = card.window_patches * PATCH_SIZE;
-    let hop = ((card.hop_s * SAMPLE_RATE_HZ).round() as usize).max(1);
     let want = Channels::Exactly(card.channels.clone());
     let mut labels = Vec::new();
     let mut probs = Vec::new();
@@ -129,7 +130,16 @@ pub fn evaluate_recordings(
                 message: r.message,
             },
         )?;
-        let starts = windows::sliding_starts(p.samples(), len, hop, 0);
+        let ratio =
+            labramd::dsp::design::rational_ratio(p.input_rate_hz, SAMPLE_RATE_HZ).map_err(|e| {
+                EvalError::Recording {
+                    file: file.clone(),
+                    message: e.to_string(),
+                }
+            })?;
+        let hop_frames = (card.hop_s * p.input_rate_hz).round().max(1.0) as u64;
+        let starts =
+            windows::daemon_starts(p.input_samples as u64, p.samples(), ratio, hop_frames, len);
         if starts.is_empty() {
             return Err(EvalError::Recording {
                 file,
