@@ -18,11 +18,13 @@
 pub mod config;
 pub mod logbook;
 pub mod losses;
+pub mod nets;
 pub mod optim;
 pub mod plots;
 pub mod rng;
 pub mod runner;
 pub mod schedule;
+pub mod session;
 pub mod stages;
 pub mod state;
 pub mod windows;

@@ -214,7 +214,7 @@ pub fn random_mask(batch: i64, tokens: i64, ratio: f64, device: Device) -> Tenso
     let noise = Tensor::rand([batch, tokens], (Kind::Float, device));
     let ids_shuffle = noise.argsort(1, false);
     let ids_restore = ids_shuffle.argsort(1, false);
-    let mut mask = Tensor::ones([batch, tokens], (Kind::Float, device));
+    let mask = Tensor::ones([batch, tokens], (Kind::Float, device));
     let _ = mask.narrow(1, 0, keep).fill_(0.0);
     mask.gather(1, &ids_restore, false).to_kind(Kind::Bool)
 }
