@@ -253,8 +253,44 @@ fn selection(labels: &[String]) -> Vec<usize> {
         .collect()
 }
 
-/// Checks every received prediction against the expected windows; returns how many
-/// clean windows there were.
+/// The model channels of the recording, read with `labramd::recording` (µV), as
+/// interleaved frames `[n][19]` from frame `first` on; NaN where the outlet injected it.
+fn recording_excerpt(outlet: &Value, first: usize, n: usize) -> Vec<f32> {
+    let mut reader = labramd::recording::EdfReader::open(edf()).unwrap();
+    let labels: Vec<String> = reader
+        .header()
+        .signals
+        .iter()
+        .map(|s| s.label.trim().to_string())
+        .collect();
+    let signals = selection(&labels);
+    let data = reader.read_all_uv(&signals).unwrap();
+    let mut x = Vec::with_capacity(n * signals.len());
+    for t in first..first + n {
+        for ch in &data {
+            x.push(ch[t]);
+        }
+    }
+    if let Some(nan) = outlet["nan"].as_object() {
+        let label = nan["channel"].as_str().unwrap();
+        let c = EEGMAT_19
+            .iter()
+            .position(|e| classify_label(label) == LabelKind::Electrode(e))
+            .unwrap();
+        let start = outlet["segments"][0]["first"].as_u64().unwrap() as usize;
+        for t in nan["first"].as_u64().unwrap() as usize..=nan["last"].as_u64().unwrap() as usize {
+            let frame = start + t;
+            if frame >= first && frame < first + n {
+                x[(frame - first) * EEGMAT_19.len() + c] = f32::NAN;
+            }
+        }
+    }
+    x
+}
+
+/// Checks every received prediction against the expected windows (offline: the
+/// recording read with `labramd::recording`, the causal chain, the classifier);
+/// returns how many clean windows there were.
 fn check_predictions(o: &Outcome) -> usize {
     let labels: Vec<String> = o.outlet["labels"]
         .as_array()
@@ -265,19 +301,27 @@ fn check_predictions(o: &Outcome) -> usize {
     let n_src = labels.len();
     let fs = o.outlet["fs"].as_f64().unwrap();
     let sel = selection(&labels);
+    let c = sel.len();
+    let identity: Vec<usize> = (0..c).collect();
     let first0 = o.outlet["segments"][0]["first"].as_u64().unwrap() as usize;
     let mut expected = Vec::new();
     for seg in o.outlet["segments"].as_array().unwrap() {
-        let first = seg["first"].as_u64().unwrap() as usize - first0;
+        let first = seg["first"].as_u64().unwrap() as usize;
         let n = seg["n"].as_u64().unwrap() as usize;
         let t0 = seg["t0"].as_f64().unwrap();
-        expected.extend(offline(
-            &o.pushed[first * n_src..(first + n) * n_src],
-            n_src,
-            &sel,
-            fs,
-            t0,
-        ));
+        let x = recording_excerpt(&o.outlet, first, n);
+        // The independent reader (pyedflib, in the outlet) pushed the same values.
+        let pushed = &o.pushed[(first - first0) * n_src..(first - first0 + n) * n_src];
+        for (t, frame) in pushed.chunks_exact(n_src).enumerate() {
+            for (k, &i) in sel.iter().enumerate() {
+                let (a, b) = (frame[i], x[t * c + k]);
+                assert!(
+                    (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                    "frame {t} channel {k}: pushed {a}, labramd::recording {b}"
+                );
+            }
+        }
+        expected.extend(offline(&x, c, &identity, fs, t0));
     }
     let clean: Vec<&Expected> = expected.iter().filter(|e| e.clean).collect();
     let values = o.predictions["values"].as_array().unwrap();

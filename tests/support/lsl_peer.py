@@ -114,16 +114,54 @@ def synthetic_cmd(a):
         time.sleep(10 / a.rate)
 
 
+def edf_values_cmd(a):
+    """The first --n physical values of every data signal, as pyedflib reads them."""
+    import pyedflib
+
+    f = pyedflib.EdfReader(a.edf)
+    try:
+        out = []
+        for i in range(f.signals_in_file):
+            out.append(dict(label=f.getLabel(i).strip(), rate=f.getSampleFrequency(i),
+                            dimension=f.getPhysicalDimension(i).strip(),
+                            values=f.readSignal(i, 0, min(a.n, f.getNSamples()[i])).tolist()))
+    finally:
+        f.close()
+    json.dump(out, open(a.out, "w"))
+
+
+def write_edf_cmd(a):
+    """A small EDF+ with mixed rates and units: Fp1, Cz (uV, 256 Hz), O1 (mV, 256 Hz), Resp (128 Hz)."""
+    import pyedflib
+
+    rng = np.random.default_rng(3)
+    spec = [("EEG Fp1", "uV", 256, 30.0), ("EEG Cz", "uV", 256, 30.0), ("EEG O1", "mV", 256, 0.03),
+            ("Resp", "mV", 128, 1.0)]
+    w = pyedflib.EdfWriter(a.out, len(spec), file_type=pyedflib.FILETYPE_EDFPLUS)
+    try:
+        heads, data = [], []
+        for label, dim, rate, scale in spec:
+            heads.append(dict(label=label, dimension=dim, sample_frequency=rate, physical_max=10 * scale,
+                              physical_min=-10 * scale, digital_max=32767, digital_min=-32768))
+            data.append(rng.standard_normal(int(rate * a.seconds)) * scale)
+        w.setSignalHeaders(heads)
+        w.writeSamples(data)
+    finally:
+        w.close()
+
+
 def inlet_cmd(a):
     streams = pylsl.resolve_byprop("name", a.name, 1, a.resolve_s)
     if not streams:
         sys.exit(f"[lsl_peer] stream {a.name} not found")
     inlet = pylsl.StreamInlet(streams[0], max_buflen=360, processing_flags=0)
     info = inlet.info(timeout=5)
-    labels = []
+    labels, units, types = [], [], []
     c = info.desc().child("channels").child("channel")
     while not c.empty():
         labels.append(c.child_value("label"))
+        units.append(c.child_value("unit"))
+        types.append(c.child_value("type"))
         c = c.next_sibling()
     inlet.open_stream(timeout=10)
     tc = inlet.time_correction(timeout=5)
@@ -136,6 +174,8 @@ def inlet_cmd(a):
             values.append(s)
             stamps.append(ts + tc)
             last = now
+            if a.max_samples and len(values) >= a.max_samples:
+                break
             continue
         if a.stop_file and os.path.exists(a.stop_file):
             if last is None or now - last > 0.5:
@@ -145,8 +185,9 @@ def inlet_cmd(a):
             break
         if now - t_start > a.max_s:
             break
-    json.dump(dict(labels=labels, channel_format=info.channel_format(), values=values, timestamps=stamps),
-              open(a.out, "w"), indent=1)
+    json.dump(dict(labels=labels, units=units, types=types, channel_format=info.channel_format(),
+                   nominal_rate=info.nominal_srate(), source_id=info.source_id(), received_at=last,
+                   values=values, timestamps=stamps), open(a.out, "w"), indent=1)
     log(f"received {len(values)} samples")
 
 
@@ -173,6 +214,7 @@ def main():
     i.add_argument("--resolve-s", type=float, default=60.0)
     i.add_argument("--idle-exit-s", type=float, default=4.0)
     i.add_argument("--max-s", type=float, default=120.0)
+    i.add_argument("--max-samples", type=int, default=0)
     i.add_argument("--stop-file", default=None, help="exit once this file exists (and nothing arrived for 0.5 s)")
     i.add_argument("--out", required=True)
     y = sub.add_parser("synthetic")
@@ -181,8 +223,17 @@ def main():
     y.add_argument("--unit", default="uV")
     y.add_argument("--rate", type=float, default=250.0)
     y.add_argument("--seconds", type=float, default=30.0)
+    e = sub.add_parser("edf-values")
+    e.add_argument("--edf", required=True)
+    e.add_argument("--n", type=int, default=1000)
+    e.add_argument("--out", required=True)
+    w = sub.add_parser("write-edf")
+    w.add_argument("--seconds", type=int, default=10)
+    w.add_argument("--out", required=True)
     a = ap.parse_args()
-    {"outlet": outlet_cmd, "inlet": inlet_cmd, "synthetic": synthetic_cmd}[a.cmd](a)
+    cmds = {"outlet": outlet_cmd, "inlet": inlet_cmd, "synthetic": synthetic_cmd, "edf-values": edf_values_cmd,
+            "write-edf": write_edf_cmd}
+    cmds[a.cmd](a)
 
 
 if __name__ == "__main__":
