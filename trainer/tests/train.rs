@@ -191,3 +191,42 @@ fn adamw_reproduces_the_golden_finetune_step() {
         assert!(moved > 1e-4, "{name} did not move");
     }
 }
+
+/// Every run file in configs/ parses, validates for its stage, and keeps the eegmat
+/// external test subjects (28-35) out.
+#[test]
+fn shipped_run_files_are_valid() {
+    use labram_trainer::train::config::{expand_subjects, RunConfig};
+    let dir = manifest().join("../configs");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("configs/") {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if !(name.starts_with("train-") && name.ends_with(".yaml")) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let cfg = RunConfig::from_yaml(&text, &path).unwrap_or_else(|e| panic!("{e}"));
+        cfg.validate(&path, cfg.stage)
+            .unwrap_or_else(|e| panic!("{e}"));
+        for list in [
+            &cfg.data.train_subjects,
+            &cfg.data.val_subjects,
+            &cfg.data.test_subjects,
+        ] {
+            for s in expand_subjects(list).unwrap() {
+                if let Some(num) = s
+                    .strip_prefix("Subject")
+                    .and_then(|d| d.parse::<u32>().ok())
+                {
+                    assert!(
+                        num <= 27,
+                        "{name} names {s}: eegmat subjects 28-35 are the external test set"
+                    );
+                }
+            }
+        }
+        n += 1;
+    }
+    assert!(n >= 8, "only {n} run files found in {}", dir.display());
+}

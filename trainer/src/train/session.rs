@@ -172,6 +172,10 @@ fn unlabelled_windows(cfg: &RunConfig) -> Result<(WindowSet, Option<WindowSet>),
     Ok((train, val))
 }
 
+fn recipe_balance(cfg: &RunConfig) -> bool {
+    cfg.optim.balance_classes
+}
+
 /// What a finished session reports.
 #[derive(Debug)]
 pub enum Finished {
@@ -228,9 +232,16 @@ pub fn run(stage: StageName, opts: &SessionOptions) -> Result<Finished, SessionE
                     tracing::info!("initialised from {}: {report}", init.display());
                 }
             }
+            let class_weights = recipe_balance(&cfg).then(|| {
+                let classes = splits.classes.len().max(2);
+                let w = super::stages::balanced_class_weights(splits.train.labels(), classes);
+                tracing::info!("class weights (inverse frequency): {w:?}");
+                tch::Tensor::from_slice(&w).to_device(device)
+            });
             let mut s = super::stages::Finetune {
                 net,
                 params,
+                class_weights,
                 train: splits.train,
                 val: splits.val,
                 test: splits.test,

@@ -15,7 +15,9 @@ use std::collections::BTreeMap;
 
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
-use super::losses::{accuracy, classification_loss, masked_code_loss, probabilities};
+use super::losses::{
+    accuracy, classification_loss, masked_code_loss, probabilities, weighted_classification_loss,
+};
 use super::runner::{Metrics, Stage, StageError};
 use super::windows::WindowSet;
 use crate::eval::metrics::Report;
@@ -82,6 +84,8 @@ pub struct Finetune<N: ClassifierNet> {
     pub val: Option<WindowSet>,
     pub test: Option<WindowSet>,
     pub smoothing: f64,
+    /// Per-class loss weights (`optim.balance_classes`), on the device.
+    pub class_weights: Option<Tensor>,
     pub batch: usize,
     pub device: Device,
     /// Test-split predictions of the last `test()` call: (label, probabilities).
@@ -123,6 +127,28 @@ impl<N: ClassifierNet> Finetune<N> {
         m.insert("loss".into(), loss);
         Ok((m, pred))
     }
+}
+
+/// Inverse-frequency class weights `n / (K · n_k)` of labelled windows (a class absent
+/// from the split gets weight 0).
+pub fn balanced_class_weights(labels: &[Option<i64>], classes: usize) -> Vec<f32> {
+    let mut counts = vec![0usize; classes];
+    for l in labels.iter().flatten() {
+        if let Some(c) = usize::try_from(*l).ok().and_then(|l| counts.get_mut(l)) {
+            *c += 1;
+        }
+    }
+    let n: usize = counts.iter().sum();
+    counts
+        .iter()
+        .map(|&c| {
+            if c == 0 {
+                0.0
+            } else {
+                n as f32 / (classes as f32 * c as f32)
+            }
+        })
+        .collect()
 }
 
 /// The paper's metrics of a report under snake_case names.
@@ -180,7 +206,10 @@ impl<N: ClassifierNet> Stage for Finetune<N> {
         let b = self.train.batch(indices, self.device).map_err(err)?;
         let labels = b.labels.ok_or("training windows without labels")?;
         let logits = self.net.logits(&b.x, &b.input_chans, true);
-        let loss = classification_loss(&logits, &labels, self.smoothing);
+        let loss = match &self.class_weights {
+            Some(w) => weighted_classification_loss(&logits, &labels, self.smoothing, w),
+            None => classification_loss(&logits, &labels, self.smoothing),
+        };
         let pred = probabilities(&logits.detach()).argmax(-1, false);
         let acc = pred
             .eq_tensor(&labels)
