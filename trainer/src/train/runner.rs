@@ -147,6 +147,60 @@ fn metrics_json(m: &Metrics) -> Value {
     Value::Object(m.iter().map(|(k, v)| (k.clone(), json!(v))).collect())
 }
 
+/// What one optimisation step reports.
+pub struct StepReport {
+    pub loss: f64,
+    pub grad_norm: f64,
+    pub extras: Vec<(String, f64)>,
+}
+
+/// One optimisation step of the official engines: zero the gradients, loss of the
+/// batch, backward, gradient norm (clipped with `clip`), AdamW step with the scheduled
+/// `lr` and weight decay `wd`. The caller seeds torch first (see [`super::rng`]).
+pub fn train_step(
+    stage: &mut dyn Stage,
+    opt: &mut AdamW,
+    indices: &[usize],
+    lr: f64,
+    wd: f64,
+    clip: Option<f64>,
+) -> Result<StepReport, TrainError> {
+    opt.zero_grad();
+    let (loss, extras) = stage.train_loss(indices).map_err(TrainError::Stage)?;
+    let value = loss.double_value(&[]);
+    if !value.is_finite() {
+        return Err(TrainError::NonFinite {
+            value,
+            step: 0,
+            epoch: 0,
+        });
+    }
+    loss.backward();
+    let grad_norm = clip_grad_norm(&opt.grads(), clip);
+    opt.step(lr, wd);
+    Ok(StepReport {
+        loss: value,
+        grad_norm,
+        extras,
+    })
+}
+
+/// The optimizer a run builds for a stage: AdamW with the recipe's betas/eps and the
+/// official groups (weight-decay exclusions, layer-wise LR decay when `layer_decay < 1`).
+pub fn build_optimizer(stage: &dyn Stage, cfg: &RunConfig) -> AdamW {
+    let recipe = cfg.recipe();
+    let layer_decay = (recipe.layer_decay < 1.0).then(|| (stage.num_layers(), recipe.layer_decay));
+    AdamW::new(
+        stage.trainable(),
+        AdamWConfig {
+            beta1: recipe.beta1,
+            beta2: recipe.beta2,
+            eps: recipe.eps,
+        },
+        |name, shape| group_for(name, shape, layer_decay),
+    )
+}
+
 /// Runs (or continues) training. See the module docs.
 pub fn run(
     stage: &mut dyn Stage,
@@ -192,16 +246,7 @@ pub fn run(
     }
     .table()?;
 
-    let layer_decay = (recipe.layer_decay < 1.0).then(|| (stage.num_layers(), recipe.layer_decay));
-    let mut opt = AdamW::new(
-        stage.trainable(),
-        AdamWConfig {
-            beta1: recipe.beta1,
-            beta2: recipe.beta2,
-            eps: recipe.eps,
-        },
-        |name, shape| group_for(name, shape, layer_decay),
-    );
+    let mut opt = build_optimizer(stage, cfg);
     let (select, lower) = cfg.select_metric();
 
     let (mut epoch, mut start_step, mut global_step, mut best) = (0usize, 0usize, 0u64, None);
@@ -302,21 +347,21 @@ pub fn run(
             let t0 = Instant::now();
             let idx = &batches[s];
             seed_torch_for_step(seed, global_step);
-            opt.zero_grad();
-            let (loss, extras) = stage.train_loss(idx).map_err(TrainError::Stage)?;
-            let loss_value = loss.double_value(&[]);
-            if !loss_value.is_finite() {
-                bar.abandon();
-                return Err(TrainError::NonFinite {
-                    value: loss_value,
-                    step: global_step,
-                    epoch,
-                });
-            }
-            loss.backward();
-            let grad_norm = clip_grad_norm(&opt.grads(), recipe.clip_grad);
             let it = global_step as usize;
-            opt.step(lr[it], wd[it]);
+            let step = train_step(stage, &mut opt, idx, lr[it], wd[it], recipe.clip_grad).map_err(
+                |e| {
+                    bar.abandon();
+                    match e {
+                        TrainError::NonFinite { value, .. } => TrainError::NonFinite {
+                            value,
+                            step: global_step,
+                            epoch,
+                        },
+                        e => e,
+                    }
+                },
+            )?;
+            let (loss_value, grad_norm, extras) = (step.loss, step.grad_norm, step.extras);
             global_step += 1;
             let dt = t0.elapsed().as_secs_f64();
             let rate = batch as f64 / dt.max(1e-9);

@@ -182,6 +182,47 @@ impl WindowSet {
         Ok((WindowSet::new(groups, vec![None; total]), skipped))
     }
 
+    /// Windows held in memory: `data` is `[n, C, P, 200]` µV row-major, `labels` one
+    /// per window (or empty for unlabelled windows). Benchmarks and tests.
+    pub fn from_memory(
+        channels: Vec<String>,
+        patches: usize,
+        data: Vec<f32>,
+        labels: Vec<i64>,
+    ) -> Result<WindowSet, WindowError> {
+        let input_chans =
+            labramd::electrodes::input_chans(&channels).map_err(|e| WindowError::Dataset {
+                path: PathBuf::from("<memory>"),
+                message: e.to_string(),
+            })?;
+        let wl = channels.len() * patches * 200;
+        let n = if wl == 0 { 0 } else { data.len() / wl };
+        if n * wl != data.len() || (!labels.is_empty() && labels.len() != n) {
+            return Err(WindowError::Dataset {
+                path: PathBuf::from("<memory>"),
+                message: format!(
+                    "{} values and {} labels do not make whole windows of {wl} values",
+                    data.len(),
+                    labels.len()
+                ),
+            });
+        }
+        let labels = if labels.is_empty() {
+            vec![None; n]
+        } else {
+            labels.into_iter().map(Some).collect()
+        };
+        Ok(WindowSet::new(
+            vec![Group {
+                channels,
+                input_chans,
+                patches,
+                source: Source::Memory { data, n },
+            }],
+            labels,
+        ))
+    }
+
     /// Joins two sets (unlabelled use: the tokenizer and pretraining).
     pub fn extend(self, other: WindowSet) -> WindowSet {
         let mut groups = self.groups;
