@@ -1,0 +1,209 @@
+//! make-dataset throughput against the MNE-Python chain of the official makers,
+//! on the same files, in the same run (issue 8 §5).
+//!
+//! Files: the 16 eegmat recordings Subject00-07 `_1`/`_2` (19 EEG channels at
+//! 500 Hz), exactly those `../shared/bench/bench_mne.py` processes. Unit:
+//! input channel-samples (19 × samples at 500 Hz) per second, per core.
+//!
+//! Measured, each the median of `--passes` passes (default 3):
+//! * `preprocess`: `labramd::dsp::preprocess` alone (read time excluded), one
+//!   thread, zero-phase and causal: against MNE's `cs_per_s_excl_read`.
+//! * `make-dataset`: the whole eegmat maker on one worker (read, map, preprocess,
+//!   cut 4-s windows every 2 s, write safetensors shards): against MNE's
+//!   `cs_per_s_incl_read` (read + filter + resample, no windows, no writing).
+//! * `make-dataset, N threads`: the same on every core, total and per core.
+//!
+//! MNE runs `bench_mne.py` with OMP/MKL/OpenBLAS threads = 1, from the
+//! project's `.venv`. Run: `cargo bench -p labram-trainer --bench make_dataset`
+//! (add `-- --passes 5` for more passes, `-- --no-mne` to skip MNE).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use labram_trainer::data::makers::{self, Common, EegmatOptions, EEGMAT_CHANNELS};
+use labramd::card::{FilterMode, Preprocessing};
+use labramd::recording::EdfReader;
+
+fn manifest() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn files() -> Vec<PathBuf> {
+    let dir = manifest().join("../../shared/data/eegmat");
+    let mut v: Vec<PathBuf> = (0..8)
+        .flat_map(|s| [1, 2].map(|c| dir.join(format!("Subject{s:02}_{c}.edf"))))
+        .collect();
+    v.retain(|p| p.exists());
+    assert_eq!(
+        v.len(),
+        16,
+        "the 16 eegmat files Subject00-07 are needed in ../shared/data/eegmat"
+    );
+    v
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Reads the 19 EEG channels of every file once (µV, 500 Hz).
+fn load(files: &[PathBuf]) -> Vec<Vec<Vec<f32>>> {
+    files
+        .iter()
+        .map(|f| {
+            let mut r = EdfReader::open(f).expect("read eegmat");
+            let rows: Vec<usize> = EEGMAT_CHANNELS
+                .iter()
+                .map(|e| {
+                    r.header()
+                        .signals
+                        .iter()
+                        .position(|s| s.label.eq_ignore_ascii_case(&format!("EEG {e}")))
+                        .expect("eegmat label")
+                })
+                .collect();
+            r.read_all_uv(&rows).expect("read eegmat")
+        })
+        .collect()
+}
+
+fn pre(mode: FilterMode) -> Preprocessing {
+    Preprocessing {
+        mode,
+        ..Preprocessing::default()
+    }
+}
+
+fn bench_preprocess(data: &[Vec<Vec<f32>>], mode: FilterMode, passes: usize) -> f64 {
+    let cs: usize = data.iter().map(|d| d.len() * d[0].len()).sum();
+    let p = pre(mode);
+    let mut rates = Vec::new();
+    for _ in 0..passes {
+        let t = Instant::now();
+        for d in data {
+            let out = labramd::dsp::preprocess(d, 500.0, &p).expect("preprocess");
+            std::hint::black_box(out);
+        }
+        rates.push(cs as f64 / t.elapsed().as_secs_f64());
+    }
+    median(rates)
+}
+
+fn bench_maker(files: &[PathBuf], mode: FilterMode, threads: usize, passes: usize) -> f64 {
+    let out = tempfile::tempdir().expect("temp dir");
+    let opts = EegmatOptions {
+        train: "0-7".parse().expect("subjects"),
+        val: None,
+        test: None,
+        window_patches: 4,
+        hop_s: 2.0,
+        channels: EEGMAT_CHANNELS.iter().map(|s| s.to_string()).collect(),
+    };
+    let mut rates = Vec::new();
+    for _ in 0..passes {
+        let common = Common {
+            output: out.path().join("ds"),
+            preprocessing: pre(mode),
+            threads,
+            overwrite: true,
+            shard_bytes: 1 << 30,
+            command: "bench".into(),
+            channel_map: Default::default(),
+            skip_start_s: 0.0,
+        };
+        let t = Instant::now();
+        let (summary, _) = makers::make_eegmat(files, &opts, &common).expect("make eegmat");
+        let secs = t.elapsed().as_secs_f64();
+        assert_eq!(summary.used_files, files.len());
+        rates.push(summary.input_channel_samples as f64 / secs);
+    }
+    median(rates)
+}
+
+/// MNE's figures from bench_mne.py: (excl read, incl read) channel-samples/s.
+fn mne(passes: usize) -> Option<(f64, f64, String)> {
+    let py = manifest().join("../.venv/bin/python");
+    let script = manifest().join("../../shared/bench/bench_mne.py");
+    if !py.exists() || !script.exists() {
+        eprintln!(
+            "MNE baseline skipped: {} or {} missing (run scripts/setup.sh)",
+            py.display(),
+            script.display()
+        );
+        return None;
+    }
+    let json = tempfile::NamedTempFile::new().ok()?;
+    let st = Command::new(&py)
+        .arg(&script)
+        .args(["--passes", &passes.to_string(), "--out"])
+        .arg(json.path())
+        .env("OMP_NUM_THREADS", "1")
+        .env("MKL_NUM_THREADS", "1")
+        .env("OPENBLAS_NUM_THREADS", "1")
+        .output()
+        .ok()?;
+    if !st.status.success() {
+        eprintln!(
+            "bench_mne.py failed:\n{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(json.path()).ok()?).ok()?;
+    let m = &v["median_pass"];
+    Some((
+        m["cs_per_s_excl_read"].as_f64()?,
+        m["cs_per_s_incl_read"].as_f64()?,
+        v["mne"].as_str().unwrap_or("?").to_string(),
+    ))
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let passes = args
+        .iter()
+        .position(|a| a == "--passes")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3usize)
+        .max(1);
+    let with_mne = !args.iter().any(|a| a == "--no-mne");
+    let files = files();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let data = load(&files);
+    let cs: usize = data.iter().map(|d| d.len() * d[0].len()).sum();
+    println!(
+        "make-dataset throughput: 16 eegmat files (Subject00-07), {} input channel-samples (19 ch at 500 Hz), median of {passes} passes",
+        cs
+    );
+    let modes = [FilterMode::ZeroPhase, FilterMode::Causal];
+    let mut ours = Vec::new();
+    for mode in modes {
+        let p = bench_preprocess(&data, mode, passes);
+        let m1 = bench_maker(&files, mode, 1, passes);
+        let mn = bench_maker(&files, mode, threads, passes);
+        println!("{mode:>10}: preprocess only, 1 thread        {p:>12.3e} cs/s per core");
+        println!("{mode:>10}: make-dataset eegmat, 1 thread  {m1:>12.3e} cs/s per core");
+        println!(
+            "{mode:>10}: make-dataset eegmat, {threads} threads {mn:>12.3e} cs/s total, {:.3e} per core",
+            mn / threads as f64
+        );
+        ours.push((mode, p, m1));
+    }
+    if !with_mne {
+        return;
+    }
+    let Some((mne_excl, mne_incl, version)) = mne(passes) else {
+        return;
+    };
+    println!("MNE-Python {version} (bench_mne.py, 1 thread): {mne_excl:.3e} cs/s excl. read, {mne_incl:.3e} incl. read");
+    for (mode, p, m1) in ours {
+        println!(
+            "ratio {mode:>10}: preprocess / MNE excl. read = {:.1}x; make-dataset (read+windows+write) / MNE incl. read = {:.1}x",
+            p / mne_excl,
+            m1 / mne_incl
+        );
+    }
+}
