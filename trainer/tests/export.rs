@@ -167,6 +167,16 @@ fn variants() -> Vec<(&'static str, GraphOptions)> {
                 ..d
             },
         ),
+        (
+            "literal (no rewrite)",
+            GraphOptions {
+                fold_layer_scale: false,
+                fold_attn_scale: false,
+                flat_tokens: false,
+                attention: AttentionImpl::Standard,
+                pool_before_last_fc2: false,
+            },
+        ),
     ]
 }
 

@@ -70,6 +70,9 @@ pub struct Args {
     /// Use ONNX Runtime's contrib com.microsoft.MultiHeadAttention (ORT-only model).
     #[arg(long, hide = true)]
     pub contrib_attention: bool,
+    /// Pool after the last fc2, like the official code, instead of before it.
+    #[arg(long, hide = true)]
+    pub late_pooling: bool,
 }
 
 /// `--filter-mode` values.
@@ -161,6 +164,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             } else {
                 AttentionImpl::Standard
             },
+            pool_before_last_fc2: !a.late_pooling,
         },
     };
     let summary = export::export(&req)?;

@@ -94,6 +94,11 @@ pub struct GraphOptions {
     /// Keep the token activations 2-D (`[B·N, D]`) through the blocks.
     pub flat_tokens: bool,
     pub attention: AttentionImpl,
+    /// In the last block, average the patch tokens before `fc2` instead of after:
+    /// `mean(x + γ(gelu(h)·W2 + b2)) = mean(x) + γ(mean(gelu(h))·W2 + b2)` (fc2 is
+    /// linear), which turns the last `fc2` from [N, 4D]×[4D, D] into [1, 4D]×[4D, D]
+    /// and skips the CLS row of the last MLP, whose output is never pooled.
+    pub pool_before_last_fc2: bool,
 }
 
 /// How the attention core (softmax(q·kᵀ)·v over heads) is written.
@@ -112,6 +117,7 @@ impl Default for GraphOptions {
             fold_attn_scale: true,
             flat_tokens: true,
             attention: AttentionImpl::Standard,
+            pool_before_last_fc2: true,
         }
     }
 }
@@ -396,23 +402,24 @@ pub fn build_graph(
         x = g.op("/embed", "Reshape", &[&x, &flat], &[]);
     }
     for b in 0..arch.depth {
-        x = block(&mut g, sd, layout, &dims, &mut shapes, opts, b, x)?;
+        let last = b + 1 == arch.depth;
+        x = block(&mut g, sd, layout, &dims, &mut shapes, opts, b, last, x)?;
     }
 
     // --- head: mean over patch tokens (CLS excluded) → fc_norm → head ---
     let s = "/head";
-    if opts.flat_tokens {
-        let tokens3 = shapes.batched(&mut g, &[-1, d as i64]);
-        x = g.op(s, "Reshape", &[&x, &tokens3], &[]);
-    }
-    let (one, end) = (g.ints(&[1]), g.ints(&[i64::MAX]));
-    let tokens = g.op(s, "Slice", &[&x, &one, &end, &one], &[]);
-    let pooled = g.op(
-        s,
-        "ReduceMean",
-        &[&tokens, &one],
-        &[("keepdims", Attr::Int(0))],
-    );
+    let pooled = if opts.pool_before_last_fc2 {
+        x // the last block already returned the pooled features
+    } else {
+        let tokens = patch_tokens(&mut g, &mut shapes, s, &x, d, opts);
+        let one = g.ints(&[1]);
+        g.op(
+            s,
+            "ReduceMean",
+            &[&tokens, &one],
+            &[("keepdims", Attr::Int(0))],
+        )
+    };
     let fw = g.weight("fc_norm.weight", &[d], t(sd, "fc_norm.weight")?);
     let fb = g.weight("fc_norm.bias", &[d], t(sd, "fc_norm.bias")?);
     let feats = layer_norm(&mut g, "/fc_norm", &pooled, &fw, &fb);
@@ -494,6 +501,7 @@ fn block(
     sh: &mut Shapes,
     opts: GraphOptions,
     b: usize,
+    last: bool,
     x: String,
 ) -> Result<String, ExportError> {
     let (d, hd, attn_scale) = (dm.d, dm.hd, dm.attn_scale);
@@ -703,6 +711,13 @@ fn block(
         &[d],
         t(sd, &format!("{p}.norm2.bias"))?,
     );
+    let pool = last && opts.pool_before_last_fc2;
+    // With early pooling the last MLP only sees the patch tokens, [B, N-1, D].
+    let x = if pool {
+        patch_tokens(g, sh, &sm, &x, d, opts)
+    } else {
+        x
+    };
     let h = layer_norm(g, &format!("{s}/norm2"), &x, &n2w, &n2b);
     let h = linear_scaled(
         g,
@@ -715,7 +730,23 @@ fn block(
         None,
         false,
     );
-    let h = g.op(&sm, "Gelu", &[&h], &[]);
+    let mut h = g.op(&sm, "Gelu", &[&h], &[]);
+    let mut x = x;
+    if pool {
+        let one = g.ints(&[1]);
+        h = g.op(
+            &sm,
+            "ReduceMean",
+            &[&h, &one],
+            &[("keepdims", Attr::Int(0))],
+        );
+        x = g.op(
+            &sm,
+            "ReduceMean",
+            &[&x, &one],
+            &[("keepdims", Attr::Int(0))],
+        );
+    }
     let h = linear_scaled(
         g,
         &format!("{sm}/fc2"),
@@ -728,6 +759,25 @@ fn block(
         opts.fold_layer_scale,
     );
     Ok(g.op(&s, "Add", &[&x, &h], &[]))
+}
+
+/// The patch tokens `x[:, 1:]` as `[B, N-1, D]` (CLS dropped), from flat or 3-D tokens.
+fn patch_tokens(
+    g: &mut GraphBuilder,
+    sh: &mut Shapes,
+    scope: &str,
+    x: &str,
+    d: usize,
+    opts: GraphOptions,
+) -> String {
+    let x3 = if opts.flat_tokens {
+        let shape = sh.batched(g, &[-1, d as i64]);
+        g.op(scope, "Reshape", &[x, &shape], &[])
+    } else {
+        x.to_string()
+    };
+    let (one, end) = (g.ints(&[1]), g.ints(&[i64::MAX]));
+    g.op(scope, "Slice", &[&x3, &one, &end, &one], &[])
 }
 
 /// `y = x·Wᵀ + b`, optionally times a layer-scale `gamma`: folded into the weights
