@@ -100,3 +100,9 @@ pub fn init_finetune(_p: &Params, _path: &Path) -> Result<String, NetError> {
 pub fn init_strict(_p: &Params, _path: &Path) -> Result<(), NetError> {
     Err(NetError::Unavailable)
 }
+
+/// A tokenizer with random weights and a random unit-norm codebook (benchmarks: the
+/// pretraining step's cost does not depend on what the codes are).
+pub fn random_tokenizer(_m: &ModelConfig, _device: Device) -> Result<TokenizerModel, NetError> {
+    Err(NetError::Unavailable)
+}

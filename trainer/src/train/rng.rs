@@ -21,7 +21,7 @@ fn mix(mut z: u64) -> u64 {
 /// Order of the `n` training samples in `epoch`.
 pub fn epoch_order(seed: u64, epoch: usize, n: usize) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..n).collect();
-    let mut rng = ChaCha8Rng::seed_from_u64(mix(seed ^ mix(epoch as u64 ^ 0x5EED_0F_EB0C)));
+    let mut rng = ChaCha8Rng::seed_from_u64(mix(seed ^ mix(epoch as u64 ^ 0x005E_ED0F_EB0C)));
     idx.shuffle(&mut rng);
     idx
 }

@@ -343,9 +343,13 @@ pub fn run(
         let bar = epoch_bar(steps_per_epoch as u64, epoch, epochs);
         bar.set_position(start_step as u64);
         let (mut loss_sum, mut loss_count) = resumed_loss.take().unwrap_or((0.0, 0));
-        for s in start_step..steps_per_epoch {
+        for (s, idx) in batches
+            .iter()
+            .enumerate()
+            .take(steps_per_epoch)
+            .skip(start_step)
+        {
             let t0 = Instant::now();
-            let idx = &batches[s];
             seed_torch_for_step(seed, global_step);
             let it = global_step as usize;
             let step = train_step(stage, &mut opt, idx, lr[it], wd[it], recipe.clip_grad).map_err(
@@ -493,7 +497,7 @@ pub fn run(
         "select_metric": select,
         "best": best,
         "test": test.as_ref().map(metrics_json),
-        "best_weights": best_path.is_file().then(|| "best/model.safetensors"),
+        "best_weights": best_path.is_file().then_some("best/model.safetensors"),
         "final_weights": format!("checkpoints/epoch-{epochs:04}/model.safetensors"),
     });
     let mp = run_dir.join("metrics.json");

@@ -76,6 +76,9 @@ fn eval_batch(batch: usize) -> usize {
     (2 * batch).max(1)
 }
 
+/// Predictions of a split: (label, class probabilities) per window.
+pub type Predictions = Vec<(i64, Vec<f64>)>;
+
 /// Fine-tuning.
 pub struct Finetune<N: ClassifierNet> {
     pub net: N,
@@ -89,13 +92,13 @@ pub struct Finetune<N: ClassifierNet> {
     pub batch: usize,
     pub device: Device,
     /// Test-split predictions of the last `test()` call: (label, probabilities).
-    pub last_test: Vec<(i64, Vec<f64>)>,
+    pub last_test: Predictions,
 }
 
 impl<N: ClassifierNet> Finetune<N> {
     /// Probabilities and labels over a whole split, plus the mean plain CE (BCE for
     /// one logit), in eval mode.
-    pub fn predict(&self, set: &WindowSet) -> Result<(Vec<(i64, Vec<f64>)>, f64), StageError> {
+    pub fn predict(&self, set: &WindowSet) -> Result<(Predictions, f64), StageError> {
         let mut out = Vec::with_capacity(set.len());
         let mut loss_sum = 0.0;
         tch::no_grad(|| -> Result<(), StageError> {
@@ -118,7 +121,7 @@ impl<N: ClassifierNet> Finetune<N> {
         Ok((out, loss_sum / n))
     }
 
-    fn metrics(&self, set: &WindowSet) -> Result<(Metrics, Vec<(i64, Vec<f64>)>), StageError> {
+    fn metrics(&self, set: &WindowSet) -> Result<(Metrics, Predictions), StageError> {
         let (pred, loss) = self.predict(set)?;
         let y: Vec<usize> = pred.iter().map(|(l, _)| (*l).max(0) as usize).collect();
         let probs: Vec<Vec<f64>> = pred.iter().map(|(_, p)| p.clone()).collect();

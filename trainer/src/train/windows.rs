@@ -196,7 +196,7 @@ impl WindowSet {
                 message: e.to_string(),
             })?;
         let wl = channels.len() * patches * 200;
-        let n = if wl == 0 { 0 } else { data.len() / wl };
+        let n = data.len().checked_div(wl).unwrap_or(0);
         if n * wl != data.len() || (!labels.is_empty() && labels.len() != n) {
             return Err(WindowError::Dataset {
                 path: PathBuf::from("<memory>"),
