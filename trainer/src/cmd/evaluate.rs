@@ -43,6 +43,9 @@ pub struct Args {
     /// --dataset: train on its train split, choose C on val, report val and test.
     #[arg(long, requires = "dataset", conflicts_with = "model")]
     pub baseline: bool,
+    /// With --baseline: weigh every window 1 instead of balancing the classes.
+    #[arg(long, requires = "baseline")]
+    pub unweighted: bool,
     /// Label → electrode override for --recording files, `LABEL=ELECTRODE`; repeatable.
     #[arg(long = "map", value_name = "LABEL=ELECTRODE")]
     pub map: Vec<String>,
@@ -60,7 +63,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .dataset
             .as_ref()
             .context("--baseline needs --dataset")?;
-        return run_baseline(dir);
+        return run_baseline(dir, !args.unweighted);
     }
     let model_path = args.model.as_ref().context("--model is required")?;
     let mut clf = model::load_model(model_path, args.threads.max(1))?;
@@ -118,12 +121,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_baseline(dir: &std::path::Path) -> anyhow::Result<()> {
+fn run_baseline(dir: &std::path::Path, balanced: bool) -> anyhow::Result<()> {
     let ds = Dataset::open(dir)?;
-    let r = baseline::run(&ds)?;
+    let r = baseline::run_with(&ds, baseline::BaselineOptions { balanced })?;
     println!(
-        "baseline: log + relative band power ({} features), standardised, L2 logistic regression, C = {}",
-        r.features, r.c
+        "baseline: log + relative band power ({} features), standardised, L2 logistic regression ({} class weights), C = {}",
+        r.features,
+        if r.balanced { "balanced" } else { "no" },
+        r.c
     );
     println!("train windows: {}", r.train_windows);
     for (c, ba) in &r.grid {

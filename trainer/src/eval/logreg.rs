@@ -1,7 +1,9 @@
 //! L2-regularised logistic regression, as scikit-learn's `LogisticRegression`
 //! (`penalty="l2"`, intercept not penalised): a sigmoid on one weight vector for
 //! two classes, a softmax for more. The objective is
-//! `Σ_i loss_i + ‖W‖² / (2C)`, minimised with L-BFGS.
+//! `Σ_i w_i · loss_i + ‖W‖² / (2C)`, minimised with L-BFGS, where the sample
+//! weight `w_i` is 1, or with `balanced` sklearn's `class_weight="balanced"`:
+//! `n / (classes · n_class)`, so that a rare class counts as much as a common one.
 //!
 //! Hand-written because the crates that offer it (`linfa-logistic`,
 //! `smartcore`) bring `ndarray`/`argmin` stacks of another version than the
@@ -27,6 +29,8 @@ pub struct FitOptions {
     pub max_iter: usize,
     /// Stop when the gradient's max-norm falls below this (relative to `n`).
     pub tol: f64,
+    /// Weigh classes inversely to their frequency (sklearn's `class_weight="balanced"`).
+    pub balanced: bool,
 }
 
 impl Default for FitOptions {
@@ -35,6 +39,7 @@ impl Default for FitOptions {
             c: 1.0,
             max_iter: 500,
             tol: 1e-6,
+            balanced: false,
         }
     }
 }
@@ -73,7 +78,8 @@ impl LogisticRegression {
             features,
             params: vec![0.0; n_params],
         };
-        let objective = |p: &[f64], g: &mut [f64]| model.loss_grad(p, x, y, opts.c, g);
+        let cw = class_weights(y, classes, opts.balanced);
+        let objective = |p: &[f64], g: &mut [f64]| model.loss_grad(p, x, y, &cw, opts.c, g);
         let params = lbfgs(
             model.params.clone(),
             objective,
@@ -88,7 +94,15 @@ impl LogisticRegression {
         self.classes
     }
 
-    fn loss_grad(&self, p: &[f64], x: &[Vec<f64>], y: &[usize], c: f64, g: &mut [f64]) -> f64 {
+    fn loss_grad(
+        &self,
+        p: &[f64],
+        x: &[Vec<f64>],
+        y: &[usize],
+        cw: &[f64],
+        c: f64,
+        g: &mut [f64],
+    ) -> f64 {
         let d = self.features;
         g.iter_mut().for_each(|v| *v = 0.0);
         let mut loss = 0.0;
@@ -97,8 +111,8 @@ impl LogisticRegression {
             for (row, &t) in x.iter().zip(y) {
                 let z = dot(w, row) + b[0];
                 // -log σ(z) for t=1, -log(1-σ(z)) for t=0.
-                loss += if t == 1 { softplus(-z) } else { softplus(z) };
-                let r = sigmoid(z) - t as f64;
+                loss += cw[t] * if t == 1 { softplus(-z) } else { softplus(z) };
+                let r = cw[t] * (sigmoid(z) - t as f64);
                 for (gj, &xj) in g[..d].iter_mut().zip(row) {
                     *gj += r * xj;
                 }
@@ -120,9 +134,9 @@ impl LogisticRegression {
                 let m = z.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 let sum: f64 = z.iter().map(|v| (v - m).exp()).sum();
                 let lse = m + sum.ln();
-                loss += lse - z[t];
+                loss += cw[t] * (lse - z[t]);
                 for (c_, &zc) in z.iter().enumerate() {
-                    let r = (zc - lse).exp() - f64::from(u8::from(c_ == t));
+                    let r = cw[t] * ((zc - lse).exp() - f64::from(u8::from(c_ == t)));
                     let gw = &mut g[c_ * stride..(c_ + 1) * stride];
                     for (gj, &xj) in gw[..d].iter_mut().zip(row) {
                         *gj += r * xj;
@@ -163,11 +177,32 @@ impl LogisticRegression {
 
     /// The gradient of the training objective at the fitted parameters
     /// (for tests and diagnostics: near zero at the optimum).
-    pub fn gradient_at_fit(&self, x: &[Vec<f64>], y: &[usize], c: f64) -> Vec<f64> {
+    pub fn gradient_at_fit(&self, x: &[Vec<f64>], y: &[usize], opts: FitOptions) -> Vec<f64> {
         let mut g = vec![0.0; self.params.len()];
-        self.loss_grad(&self.params, x, y, c, &mut g);
+        let cw = class_weights(y, self.classes, opts.balanced);
+        self.loss_grad(&self.params, x, y, &cw, opts.c, &mut g);
         g
     }
+}
+
+/// Per-class sample weights: all 1, or `n / (classes · n_class)` when balanced.
+fn class_weights(y: &[usize], classes: usize, balanced: bool) -> Vec<f64> {
+    let mut counts = vec![0usize; classes];
+    for &t in y {
+        if let Some(c) = counts.get_mut(t) {
+            *c += 1;
+        }
+    }
+    counts
+        .iter()
+        .map(|&n_c| {
+            if balanced && n_c > 0 {
+                y.len() as f64 / (classes as f64 * n_c as f64)
+            } else {
+                1.0
+            }
+        })
+        .collect()
 }
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
@@ -297,7 +332,7 @@ mod tests {
             ..FitOptions::default()
         };
         let m = LogisticRegression::fit(&x, &y, 2, opts);
-        let g = m.gradient_at_fit(&x, &y, 1.0);
+        let g = m.gradient_at_fit(&x, &y, opts);
         assert!(g.iter().all(|v| v.abs() < 1e-3), "{g:?}");
         let correct = x
             .iter()
@@ -310,19 +345,39 @@ mod tests {
     #[test]
     fn multiclass_fit_reaches_the_optimum() {
         let (x, y) = toy(3);
-        let m = LogisticRegression::fit(
-            &x,
-            &y,
-            3,
-            FitOptions {
-                c: 0.1,
-                ..FitOptions::default()
-            },
-        );
-        let g = m.gradient_at_fit(&x, &y, 0.1);
+        let opts = FitOptions {
+            c: 0.1,
+            ..FitOptions::default()
+        };
+        let m = LogisticRegression::fit(&x, &y, 3, opts);
+        let g = m.gradient_at_fit(&x, &y, opts);
         assert!(g.iter().all(|v| v.abs() < 1e-3), "{g:?}");
         let p = m.predict_proba(&x[0]);
         assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-12);
         assert_eq!(crate::eval::metrics::argmax_rows(&[p])[0], y[0]);
+    }
+
+    #[test]
+    fn balanced_weights_shift_the_intercept_towards_the_rare_class() {
+        // One uninformative feature, 3:1 labels: the unweighted optimum
+        // predicts p(1) = 1/4, the balanced one p(1) = 1/2.
+        let x: Vec<Vec<f64>> = (0..400)
+            .map(|i| vec![((i * 7919) % 13) as f64 / 13.0 - 0.5])
+            .collect();
+        let y: Vec<usize> = (0..400).map(|i| usize::from(i % 4 == 0)).collect();
+        let plain = FitOptions {
+            c: 1e-6,
+            ..FitOptions::default()
+        };
+        let m = LogisticRegression::fit(&x, &y, 2, plain);
+        assert!((m.predict_proba(&[0.0])[1] - 0.25).abs() < 1e-3);
+        let balanced = FitOptions {
+            balanced: true,
+            ..plain
+        };
+        let m = LogisticRegression::fit(&x, &y, 2, balanced);
+        assert!((m.predict_proba(&[0.0])[1] - 0.5).abs() < 1e-3);
+        let g = m.gradient_at_fit(&x, &y, balanced);
+        assert!(g.iter().all(|v| v.abs() < 1e-3), "{g:?}");
     }
 }
