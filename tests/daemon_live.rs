@@ -28,7 +28,6 @@ const EEGMAT_19: [&str; 19] = [
     "O2", "FZ", "CZ", "PZ",
 ];
 const PATCHES: usize = 4;
-const HOP_S: f64 = 1.0;
 
 fn edf() -> PathBuf {
     shared().join("data/eegmat/Subject00_1.edf")
@@ -37,6 +36,7 @@ fn edf() -> PathBuf {
 /// Everything one scenario produced.
 struct Outcome {
     _dir: tempfile::TempDir,
+    hop_s: f64,
     model: PathBuf,
     outlet: Value,
     predictions: Value,
@@ -72,10 +72,10 @@ fn wait_for(path: &Path, secs: f64, daemon: &mut Proc) {
 
 /// Streams `seconds` of the recording (from 10 s in) with `extra` outlet options
 /// through a daemon; SIGTERM right after the last sample was pushed.
-fn scenario(tag: &str, seconds: f64, extra: &[&str]) -> Outcome {
+fn scenario(tag: &str, seconds: f64, hop_s: f64, extra: &[&str]) -> Outcome {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let model = golden_model(d, &EEGMAT_19, PATCHES, HOP_S);
+    let model = golden_model(d, &EEGMAT_19, PATCHES, hop_s);
     let port = free_port();
     let pid = std::process::id();
     let in_name = format!("labramd-test-{tag}-{pid}");
@@ -86,7 +86,7 @@ fn scenario(tag: &str, seconds: f64, extra: &[&str]) -> Outcome {
         format!(
             "input:\n  name: {in_name}\n  resolve_timeout_s: 60\n  unit: auto\n  stall_timeout_s: 1.5\n\
              model:\n  path: {}\n  device: cpu\n  threads: 1\n\
-             window: {{patches: {PATCHES}, hop_s: {HOP_S}}}\n\
+             window: {{patches: {PATCHES}, hop_s: {hop_s}}}\n\
              preprocessing: {{bandpass_hz: [0.1, 75.0], notch_hz: 50}}\n\
              output: {{name: {out_name}, markers: true}}\n\
              metrics: {{listen: \"127.0.0.1:{port}\"}}\n",
@@ -164,6 +164,7 @@ fn scenario(tag: &str, seconds: f64, extra: &[&str]) -> Outcome {
     let exit_ok = exit.is_some_and(|s| s.success());
     let pushed = f32s(&std::fs::read(&dump).unwrap());
     Outcome {
+        hop_s,
         model,
         outlet: read_json(&outlet_json),
         predictions: read_json(&d.join("inlet.json")),
@@ -192,11 +193,11 @@ struct Expected {
 /// Offline reference for one continuous segment: the model channels of `x`
 /// (interleaved, `n_src` channels, µV) through a fresh causal chain, windows cut
 /// every hop; a window is clean when no NaN/Inf input reached it.
-fn offline(x: &[f32], n_src: usize, sel: &[usize], fs: f64, t0: f64) -> Vec<Expected> {
+fn offline(x: &[f32], n_src: usize, sel: &[usize], fs: f64, hop_s: f64, t0: f64) -> Vec<Expected> {
     let n = x.len() / n_src;
     let c = sel.len();
     let w = PATCHES * 200;
-    let hop = (HOP_S * fs).round() as usize;
+    let hop = (hop_s * fs).round() as usize;
     let mut chain = CausalChain::new(c, fs, &Preprocessing::default()).unwrap();
     let mut out: Vec<f32> = Vec::new();
     let mut frames_at_last_bad: Option<usize> = None;
@@ -290,8 +291,15 @@ fn recording_excerpt(outlet: &Value, first: usize, n: usize) -> Vec<f32> {
 
 /// Checks every received prediction against the expected windows (offline: the
 /// recording read with `labramd::recording`, the causal chain, the classifier);
-/// returns how many clean windows there were.
+/// returns how many clean windows there were. Every clean window must have been
+/// received.
 fn check_predictions(o: &Outcome) -> usize {
+    check_predictions_subset(o, false)
+}
+
+/// As [`check_predictions`]; with `subset`, windows may be missing (dropped by an
+/// overloaded queue), but every received one must match its window.
+fn check_predictions_subset(o: &Outcome, subset: bool) -> usize {
     let labels: Vec<String> = o.outlet["labels"]
         .as_array()
         .unwrap()
@@ -321,17 +329,19 @@ fn check_predictions(o: &Outcome) -> usize {
                 );
             }
         }
-        expected.extend(offline(&x, c, &identity, fs, t0));
+        expected.extend(offline(&x, c, &identity, fs, o.hop_s, t0));
     }
     let clean: Vec<&Expected> = expected.iter().filter(|e| e.clean).collect();
     let values = o.predictions["values"].as_array().unwrap();
     let stamps = o.predictions["timestamps"].as_array().unwrap();
-    assert_eq!(
-        values.len(),
-        clean.len(),
-        "predictions received vs clean windows; labramd log:\n{}",
-        o.daemon_log
-    );
+    if !subset {
+        assert_eq!(
+            values.len(),
+            clean.len(),
+            "predictions received vs clean windows; labramd log:\n{}",
+            o.daemon_log
+        );
+    }
     let mut clf = Classifier::new(&o.model, Device::Cpu, 1).unwrap();
     for (v, ts) in values.iter().zip(stamps) {
         let ts = ts.as_f64().unwrap();
@@ -359,7 +369,7 @@ fn check_predictions(o: &Outcome) -> usize {
 
 #[test]
 fn live_predictions_match_offline_inference() {
-    let o = scenario("e2e", 12.0, &[]);
+    let o = scenario("e2e", 12.0, 1.0, &[]);
     assert!(
         o.exit_ok,
         "labramd did not exit cleanly on SIGTERM:\n{}",
@@ -428,7 +438,12 @@ fn live_predictions_match_offline_inference() {
 #[test]
 fn lost_stream_is_reported_and_recovered() {
     // 7 s, the outlet disappears for 3 s, then the same source comes back for 7 s.
-    let o = scenario("lost", 14.0, &["--outage-at-s", "7", "--outage-s", "3"]);
+    let o = scenario(
+        "lost",
+        14.0,
+        1.0,
+        &["--outage-at-s", "7", "--outage-s", "3"],
+    );
     assert!(o.exit_ok, "labramd did not exit cleanly:\n{}", o.daemon_log);
     assert_eq!(o.outlet["segments"].as_array().unwrap().len(), 2);
     // Each segment: windows at 4..=7 s of it; none spans the outage.
@@ -464,6 +479,7 @@ fn nonfinite_samples_skip_the_windows_they_touch() {
     let o = scenario(
         "nan",
         10.0,
+        1.0,
         &[
             "--nan-channel",
             "EEG Cz",
@@ -489,5 +505,42 @@ fn nonfinite_samples_skip_the_windows_they_touch() {
         Some(50.0),
         "{}",
         o.metrics
+    );
+}
+
+#[test]
+fn overloaded_inference_drops_the_oldest_windows() {
+    // A window every 10 ms (5 input samples) is more than one thread of inference
+    // keeps up with: the queue drops its oldest windows, counted, and the newest
+    // still get through.
+    let o = scenario("overload", 6.0, 0.01, &[]);
+    assert!(o.exit_ok, "labramd did not exit cleanly:\n{}", o.daemon_log);
+    let clean = check_predictions_subset(&o, true);
+    // 6 s at 500 Hz, 4 s windows every 5 samples: (3000 − 2000) / 5 + 1 windows.
+    assert_eq!(clean, 201);
+    let s = &o.summary;
+    let published = s["windows"].as_u64().unwrap();
+    let dropped = s["windows_dropped"]["queue_full"].as_u64().unwrap();
+    assert!(dropped > 0, "{s}");
+    assert_eq!(
+        published + dropped,
+        201,
+        "every window published or counted: {s}"
+    );
+    let received = o.predictions["values"].as_array().unwrap().len() as u64;
+    assert_eq!(received, published);
+    let ts: Vec<f64> = o.predictions["timestamps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert!(ts.windows(2).all(|w| w[1] > w[0]), "predictions in order");
+    // The newest window (the stream's last sample) is never the one dropped.
+    let last = o.outlet["segments"][0]["t0"].as_f64().unwrap() + 2999.0 / 500.0;
+    assert!(
+        (ts.last().unwrap() - last).abs() < 0.005,
+        "{} vs {last}",
+        ts.last().unwrap()
     );
 }

@@ -54,6 +54,10 @@ struct Record {
     t_push: f64,
 }
 
+/// CPU seconds and LSL time when the first input frame was processed (set once by
+/// the DSP thread): the start of the `--summary` CPU figure.
+type FirstData = Arc<std::sync::OnceLock<(f64, f64)>>;
+
 /// What the inference thread reports at exit.
 #[derive(Default)]
 struct InferenceReport {
@@ -166,6 +170,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let (win_tx, win_rx) = crossbeam_channel::bounded::<Window>(QUEUE);
     let (pool_tx, pool_rx) = crossbeam_channel::bounded::<Vec<f32>>(QUEUE + 4);
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let first_data: FirstData = Arc::default();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
     let oldest_rx = win_rx.clone();
     let inference = {
@@ -175,6 +180,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         let input_name = meta.name.clone();
         let pool_tx = pool_tx.clone();
         let print = opts.print;
+        let keep_records = opts.summary.is_some();
         std::thread::Builder::new()
             .name("labramd-infer".into())
             .spawn(move || {
@@ -191,8 +197,16 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
                         return InferenceReport::default();
                     }
                 };
-                let report =
-                    inference_loop(clf, publisher, win_rx, pool_tx, &metrics, &health, print);
+                let report = inference_loop(
+                    clf,
+                    publisher,
+                    win_rx,
+                    pool_tx,
+                    &metrics,
+                    &health,
+                    print,
+                    keep_records,
+                );
                 let _ = done_tx.send(());
                 report
             })
@@ -216,7 +230,10 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         };
         std::thread::Builder::new()
             .name("labramd-dsp".into())
-            .spawn(move || dsp_loop(consumers, n_ch, stage, queue, &metrics))
+            .spawn({
+                let first_data = first_data.clone();
+                move || dsp_loop(consumers, n_ch, stage, queue, &metrics, &first_data)
+            })
             .context("cannot start the DSP thread")?
     };
     acq.go
@@ -260,7 +277,11 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     shutdown.store(true, Ordering::Relaxed);
     let _ = acq.handle.join();
     let _ = dsp.join();
-    let report = inference.join().unwrap_or_default();
+    let mut report = inference.join().unwrap_or_default();
+    if let Some(&(cpu, wall)) = first_data.get() {
+        report.cpu_first = Some(cpu);
+        report.wall_first = Some(wall);
+    }
     health.running.store(false, Ordering::Relaxed);
     tracing::info!(
         published = metrics.windows_published.get(),
@@ -458,6 +479,7 @@ fn dsp_loop(
     mut stage: Stage,
     queue: WindowQueue,
     metrics: &Metrics,
+    first_data: &FirstData,
 ) {
     use ringbuf::traits::{Consumer, Observer};
     let mut consumed: u64 = 0;
@@ -486,6 +508,9 @@ fn dsp_loop(
             }
             std::thread::park_timeout(Duration::from_millis(50));
             continue;
+        }
+        if first_data.get().is_none() {
+            let _ = first_data.set((cpu_seconds().unwrap_or(0.0), lsl::local_clock()));
         }
         consumed += n as u64;
         let t0 = Instant::now();
@@ -524,6 +549,9 @@ fn peak_rss_mib() -> Option<f64> {
 
 /// The inference thread: classify, publish, measure. Ends when the DSP thread has
 /// gone and the queue is empty (every in-flight window is published first).
+/// Per-window records (for `--summary`) are kept only when asked for, so a daemon
+/// running for weeks does not grow.
+#[allow(clippy::too_many_arguments)]
 fn inference_loop(
     mut clf: Classifier,
     mut publisher: Publisher,
@@ -532,11 +560,12 @@ fn inference_loop(
     metrics: &Metrics,
     health: &Health,
     print: bool,
+    keep_records: bool,
 ) -> InferenceReport {
     let classes = marker_names(&clf.card().classes);
     let mut probs = vec![0.0f32; clf.num_classes()];
     let mut report = InferenceReport {
-        records: Vec::with_capacity(4096),
+        records: Vec::with_capacity(if keep_records { 4096 } else { 0 }),
         ..InferenceReport::default()
     };
     for w in rx.iter() {
@@ -560,14 +589,16 @@ fn inference_loop(
         metrics.e2e_latency.observe(t2 - w.arrival);
         metrics.windows_published.inc();
         health.published.fetch_add(1, Ordering::Relaxed);
-        report.records.push(Record {
-            seq: w.seq,
-            t_last: w.t_last,
-            arrival: w.arrival,
-            t_infer_start: t0,
-            infer_s: t1 - t0,
-            t_push: t2,
-        });
+        if keep_records {
+            report.records.push(Record {
+                seq: w.seq,
+                t_last: w.t_last,
+                arrival: w.arrival,
+                t_infer_start: t0,
+                infer_s: t1 - t0,
+                t_push: t2,
+            });
+        }
         if print {
             let k = winner(&probs);
             let p = if probs.len() == 1 {

@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# End-to-end latency of labramd beside the Python baseline (issue 7 §8), through the
+# shared harness ../shared/bench/e2e.sh: a pylsl producer (32 ch, 1000 Hz, 10-sample
+# chunks, real time) → the system under test → a pylsl receiver timing every prediction.
+# The two systems alternate, ROUNDS times each, on the same machine in the same run:
+#   Python: pipeline.py (scipy + onnxruntime) on ../shared/golden/reference_torch_export.onnx
+#   labramd: `labramd run --config configs/bench-anchor.yaml` (release build), on the
+#            golden checkpoint exported by `labram-trainer export` (23 TUH channels,
+#            10 patches) to models/bench-anchor.onnx
+#
+#   scripts/bench-e2e.sh [SECONDS=120] [ROUNDS=1]     # e.g. scripts/bench-e2e.sh 30 for a quick check
+#
+# Prints, per system: windows received / expected, latency p50/p99/max, the model's own
+# inference time, the overhead above it (per window: latency − inference), CPU use
+# (% of one core while streaming) and peak memory, and the ratios labramd / Python.
+# Raw files: target/bench-e2e/<time>/{py,labramd}-<round>/ (receiver.json, sut.json, logs).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+SECONDS_RUN=${1:-120}
+ROUNDS=${2:-1}
+PY="$ROOT/.venv/bin/python"
+BENCH="$ROOT/../shared/bench"
+REF_ONNX="$ROOT/../shared/golden/reference_torch_export.onnx"
+[ -x "$PY" ] || { echo "bench-e2e: $PY missing: run scripts/setup.sh" >&2; exit 1; }
+[ -f "$BENCH/e2e.sh" ] || { echo "bench-e2e: $BENCH/e2e.sh missing (../shared/bench)" >&2; exit 1; }
+
+echo "[bench-e2e] building labramd (release)" >&2
+cargo build --release -p labramd --bins 2>&1 | grep -Ev '^\s*(Compiling|Finished)' >&2 || true
+MODEL=models/bench-anchor.onnx
+if [ ! -f "$MODEL" ]; then
+  cargo build --release -p labram-trainer --bins 2>&1 | grep -Ev '^\s*(Compiling|Finished)' >&2 || true
+  echo "[bench-e2e] exporting the golden checkpoint to $MODEL (23 TUH channels, 10 patches)" >&2
+  mkdir -p models
+  target/release/labram-trainer export --checkpoint ../shared/golden/finetune_base.pth \
+    --model labram_base_patch200_200 --num-classes 2 --patches 10 \
+    --channels FP1,FP2,F3,F4,C3,C4,P3,P4,O1,O2,F7,F8,T3,T4,T5,T6,A1,A2,FZ,CZ,PZ,T1,T2 \
+    --task "latency benchmark (untrained golden weights)" --output "$MODEL" >&2
+fi
+
+OUT="target/bench-e2e/$(date +%Y%m%d-%H%M%S)"
+mkdir -p "$OUT"
+for r in $(seq 1 "$ROUNDS"); do
+  echo "[bench-e2e] round $r/$ROUNDS: Python baseline, ${SECONDS_RUN} s" >&2
+  PY="$PY" "$BENCH/e2e.sh" "$OUT/py-$r" "$SECONDS_RUN" "$PY" "$BENCH/pipeline.py" \
+    --model "$REF_ONNX" --out "$OUT/py-$r/sut.json" >&2
+  echo "[bench-e2e] round $r/$ROUNDS: labramd, ${SECONDS_RUN} s" >&2
+  PY="$PY" "$BENCH/e2e.sh" "$OUT/labramd-$r" "$SECONDS_RUN" target/release/labramd run \
+    --config configs/bench-anchor.yaml --summary "$OUT/labramd-$r/sut.json" >&2
+done
+
+"$PY" - "$OUT" "$ROUNDS" "$SECONDS_RUN" <<'PYEOF'
+import json, os, platform, sys
+import numpy as np
+
+out, rounds, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+
+
+def load(kind, r):
+    d = os.path.join(out, f"{kind}-{r}")
+    rec = json.load(open(os.path.join(d, "receiver.json")))
+    sut = json.load(open(os.path.join(d, "sut.json")))
+    return rec, sut
+
+
+def per_window(rec, sut):
+    """Receiver latency and the system's own inference time, matched by timestamp."""
+    pw = sut["per_window"]
+    infer = {round(t, 4): ms for t, ms in zip(pw["t_last"], pw["infer_ms"])}
+    lat, inf = [], []
+    for ts, l in zip(rec["timestamps"], rec["latency_all_ms"]):
+        key = round(ts, 4)
+        if key in infer:
+            lat.append(l)
+            inf.append(infer[key])
+    return np.array(lat), np.array(inf)
+
+
+def summary(kind):
+    lat, inf, n, exp, cpu, rss, drops = [], [], 0, 0, [], [], 0
+    for r in range(1, rounds + 1):
+        rec, sut = load(kind, r)
+        l, i = per_window(rec, sut)
+        lat.append(l); inf.append(i)
+        n += rec["n"]
+        if kind == "py":
+            exp += sut["windows_expected"]
+        else:
+            exp += sut["windows"] + sum(sut["windows_dropped"].values())
+            drops += sum(sut["windows_dropped"].values()) + sut["ring_overruns"]
+        gaps = (rec.get("gaps") or {}).get("missing_by_timestamp_gaps") or 0
+        drops += gaps
+        cpu.append(sut["cpu_percent"]); rss.append(sut["peak_rss_mb"])
+    lat, inf = np.concatenate(lat), np.concatenate(inf)
+    ovh = lat - inf
+    p = lambda x, q: float(np.percentile(x, q)) if len(x) else float("nan")
+    return dict(n=n, expected=exp, drops=drops,
+                lat=(p(lat, 50), p(lat, 99), float(lat.max()) if len(lat) else float("nan")),
+                inf=(p(inf, 50), p(inf, 99)), ovh=(p(ovh, 50), p(ovh, 99), float(ovh.max()) if len(ovh) else float("nan")),
+                cpu=float(np.mean(cpu)), rss=float(np.max(rss)))
+
+
+py, rd = summary("py"), summary("labramd")
+print(f"machine: {platform.node()} · {os.cpu_count()} CPUs · {platform.processor() or platform.machine()}"
+      f" · {rounds} round(s) × {secs:.0f} s per system, alternating · raw: {out}")
+rows = [
+    ("windows received / expected", f"{py['n']} / {py['expected']}", f"{rd['n']} / {rd['expected']}", None),
+    ("drops (missing + dropped)", f"{py['drops']}", f"{rd['drops']}", None),
+    ("latency p50 (ms)", f"{py['lat'][0]:.2f}", f"{rd['lat'][0]:.2f}", rd["lat"][0] / py["lat"][0]),
+    ("latency p99 (ms)", f"{py['lat'][1]:.2f}", f"{rd['lat'][1]:.2f}", rd["lat"][1] / py["lat"][1]),
+    ("latency max (ms)", f"{py['lat'][2]:.2f}", f"{rd['lat'][2]:.2f}", rd["lat"][2] / py["lat"][2]),
+    ("own inference p50 (ms)", f"{py['inf'][0]:.2f}", f"{rd['inf'][0]:.2f}", rd["inf"][0] / py["inf"][0]),
+    ("own inference p99 (ms)", f"{py['inf'][1]:.2f}", f"{rd['inf'][1]:.2f}", rd["inf"][1] / py["inf"][1]),
+    ("overhead above inference p50 (ms)", f"{py['ovh'][0]:.2f}", f"{rd['ovh'][0]:.2f}", rd["ovh"][0] / py["ovh"][0]),
+    ("overhead above inference p99 (ms)", f"{py['ovh'][1]:.2f}", f"{rd['ovh'][1]:.2f}", rd["ovh"][1] / py["ovh"][1]),
+    ("overhead above inference max (ms)", f"{py['ovh'][2]:.2f}", f"{rd['ovh'][2]:.2f}", rd["ovh"][2] / py["ovh"][2]),
+    ("CPU while streaming (% of one core)", f"{py['cpu']:.1f}", f"{rd['cpu']:.1f}", rd["cpu"] / py["cpu"]),
+    ("peak memory RSS (MiB)", f"{py['rss']:.0f}", f"{rd['rss']:.0f}", rd["rss"] / py["rss"]),
+]
+w = max(len(r[0]) for r in rows)
+print(f"| {'':{w}} | Python baseline | labramd | labramd / Python |")
+print(f"|{'-' * (w + 2)}|---:|---:|---:|")
+for name, a, b, ratio in rows:
+    print(f"| {name:{w}} | {a} | {b} | {'' if ratio is None else f'{ratio:.2f}'} |")
+ok = lambda c: "met" if c else "NOT met"
+print(f"targets: labramd overhead p99 {rd['ovh'][1]:.2f} ms ≤ 1 ms: {ok(rd['ovh'][1] <= 1.0)}; "
+      f"p99 ratio {rd['lat'][1] / py['lat'][1]:.2f} ≤ 0.7: {ok(rd['lat'][1] / py['lat'][1] <= 0.7)}; "
+      f"zero drops: {ok(rd['drops'] == 0 and rd['n'] == rd['expected'])}")
+PYEOF
