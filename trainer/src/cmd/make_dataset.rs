@@ -118,8 +118,8 @@ pub struct OutputArgs {
     /// Output directory (safetensors shards + meta.json).
     #[arg(long, short)]
     pub output: PathBuf,
-    /// Largest shard size in MiB.
-    #[arg(long, default_value_t = 1024)]
+    /// Largest shard size in MiB (each split buffers up to one shard in memory).
+    #[arg(long, default_value_t = 512)]
     pub shard_mb: usize,
 }
 
@@ -231,8 +231,12 @@ pub fn preprocessing(c: &CommonArgs) -> anyhow::Result<Preprocessing> {
         None
     } else {
         let parts: Vec<&str> = c.band.split(',').collect();
-        let nums: Vec<f64> = parts.iter().filter_map(|p| p.trim().parse().ok()).collect();
-        if parts.len() != 2 || nums.len() != 2 || !(0.0 < nums[0] && nums[0] < nums[1]) {
+        let nums: Vec<f64> = parts
+            .iter()
+            .filter_map(|p| p.trim().parse::<f64>().ok())
+            .filter(|v| v.is_finite())
+            .collect();
+        if parts.len() != 2 || nums.len() != 2 || nums[0] <= 0.0 || nums[1] <= nums[0] {
             bail!(
                 "--band `{}` is not `LOW,HIGH` with 0 < LOW < HIGH (e.g. `0.1,75`) or `off`",
                 c.band
@@ -288,7 +292,7 @@ fn command_line() -> String {
 }
 
 fn common(c: &CommonArgs, output: PathBuf, shard_mb: usize) -> anyhow::Result<Common> {
-    if !(c.skip_start_s >= 0.0) {
+    if c.skip_start_s.is_nan() || c.skip_start_s < 0.0 {
         bail!("--skip-start-s must be ≥ 0 seconds");
     }
     Ok(Common {
@@ -310,7 +314,7 @@ fn check_window(patches: usize, hop_s: f64) -> anyhow::Result<()> {
             labramd::card::MAX_PATCHES
         );
     }
-    if !(hop_s > 0.0) {
+    if hop_s.is_nan() || hop_s <= 0.0 {
         bail!("--hop-s {hop_s}: the hop must be > 0 seconds");
     }
     Ok(())

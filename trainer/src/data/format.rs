@@ -309,9 +309,10 @@ impl DatasetWriter {
             }
         }
         let buf = self.buffers.entry(split.to_string()).or_default();
-        buf.data.reserve(w.data.len() * 4);
-        for &v in &w.data {
-            buf.data.extend_from_slice(&v.to_le_bytes());
+        let start = buf.data.len();
+        buf.data.resize(start + w.data.len() * 4, 0);
+        for (b, v) in buf.data[start..].chunks_exact_mut(4).zip(&w.data) {
+            b.copy_from_slice(&v.to_le_bytes());
         }
         buf.labels.push(w.label as i64);
         buf.subjects.push(w.subject as i64);

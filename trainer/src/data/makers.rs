@@ -136,6 +136,9 @@ pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<InputFile>, MakeError> {
     Ok(out)
 }
 
+/// A file skipped before processing, with why.
+pub type FileSkip = (String, SkipReason);
+
 /// Where a recording's labels come from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Labeling {
@@ -416,7 +419,7 @@ pub fn eegmat_name(name: &str) -> Option<(u32, u32)> {
 pub fn eegmat_jobs(
     files: &[InputFile],
     opts: &EegmatOptions,
-) -> Result<(Vec<Job>, Vec<(String, SkipReason)>), MakeError> {
+) -> Result<(Vec<Job>, Vec<FileSkip>), MakeError> {
     let sets: Vec<(&str, &SubjectSet)> = [
         ("train", Some(&opts.train)),
         ("val", opts.val.as_ref()),
@@ -536,7 +539,7 @@ pub fn make_eegmat(
 
 fn finish_with_preskips(
     result: Result<(Summary, Option<Meta>), MakeError>,
-    pre: Vec<(String, SkipReason)>,
+    pre: Vec<FileSkip>,
 ) -> Result<(Summary, Option<Meta>), MakeError> {
     let (mut summary, meta) = result?;
     let mut all = pre;

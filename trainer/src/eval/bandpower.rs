@@ -109,7 +109,7 @@ impl BandPower {
             start += self.step;
         }
         let last = self.psd.len() - 1;
-        let even = n % 2 == 0;
+        let even = n.is_multiple_of(2);
         for (k, p) in self.psd.iter_mut().enumerate() {
             // One-sided: double every bin but DC (and Nyquist for even n).
             let one_sided = if k == 0 || (even && k == last) {

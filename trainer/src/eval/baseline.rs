@@ -49,6 +49,9 @@ pub struct BaselineResult {
     pub balanced: bool,
 }
 
+/// Feature rows and their labels.
+type Features = (Vec<Vec<f64>>, Vec<usize>);
+
 /// Standardisation fitted on the training rows.
 #[derive(Debug, Clone)]
 pub struct Standardizer {
@@ -150,7 +153,7 @@ pub fn run_with(ds: &Dataset, opts: BaselineOptions) -> Result<BaselineResult, B
     let mut x_train = features(ds, &train_idx)?;
     let standardizer = Standardizer::fit(&x_train);
     standardizer.apply(&mut x_train);
-    let load = |split: &str| -> Result<Option<(Vec<Vec<f64>>, Vec<usize>)>, FormatError> {
+    let load = |split: &str| -> Result<Option<Features>, FormatError> {
         let idx = ds.split_indices(split);
         if idx.is_empty() {
             return Ok(None);

@@ -11,7 +11,8 @@
 //! each, but the edge cases (ties in scores, classes absent from the truth, zero
 //! denominators) must match sklearn's choices, which no Rust crate documents.
 //! The unit tests pin each edge case to a value computed by hand and cross-checked
-//! with scikit-learn 1.x.
+//! with scikit-learn 1.x; a one-off comparison on 300 random cases (scores with
+//! ties, 2–5 classes) agreed with scikit-learn to 2e-16.
 
 use std::fmt;
 
