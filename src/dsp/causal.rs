@@ -31,6 +31,7 @@
 use biquad::Coefficients;
 
 use super::design::{self, MAX_PROTOTYPE};
+use super::kernels::{fir_output, iir_frames, Isa, Section};
 use super::DspError;
 use crate::card::Preprocessing;
 
@@ -54,16 +55,6 @@ pub struct ChunkReport {
     pub frames_out: usize,
     /// Non-finite input samples (NaN, ±Inf) replaced by 0.
     pub nonfinite: usize,
-}
-
-/// One biquad's coefficients, copied out of `biquad::Coefficients`.
-#[derive(Debug, Clone, Copy)]
-struct Section {
-    b0: f64,
-    b1: f64,
-    b2: f64,
-    a1: f64,
-    a2: f64,
 }
 
 impl From<Coefficients<f64>> for Section {
@@ -102,18 +93,20 @@ pub struct CausalChain {
     taps: usize,
     /// Polyphase prototype, `[phase][tap]`, taps reversed so that tap `t`
     /// multiplies history frame `i_last − (K − 1) + t`.
-    phases: Vec<f64>,
-    /// Filtered history, interleaved `[frame][channel]`; frame 0 is absolute
-    /// input frame `base`.
-    hist: Vec<f64>,
+    phases: Vec<f32>,
+    /// Filtered history (f32: the FIR runs in single precision, the IIR
+    /// states in double), interleaved `[frame][channel]`; frame 0 is
+    /// absolute input frame `base`.
+    hist: Vec<f32>,
     hist_frames: usize,
     base: i64,
     /// Input frames consumed so far.
     n_in: u64,
     /// Next output frame.
     k_out: u64,
-    /// Accumulator for one output frame.
-    acc: Vec<f64>,
+    /// One sanitised input frame (the slow path for non-finite samples).
+    row: Vec<f32>,
+    isa: Isa,
 }
 
 impl CausalChain {
@@ -152,7 +145,8 @@ impl CausalChain {
             base: 0,
             n_in: 0,
             k_out: 0,
-            acc: vec![0.0; n_channels],
+            row: vec![0.0; n_channels],
+            isa: Isa::detect(),
         };
         chain.reset();
         Ok(chain)
@@ -262,29 +256,51 @@ impl CausalChain {
     /// the result to the history. Returns the number of non-finite samples.
     fn filter_block(&mut self, block: &[f32]) -> usize {
         let n_ch = self.n_ch;
-        let mut nonfinite = 0;
         let start = self.hist_frames * n_ch;
+        let frames = block.len() / n_ch;
+        // One vectorisable pass decides between the fast path and the
+        // per-frame path that replaces non-finite samples.
+        let nonfinite = block
+            .iter()
+            .map(|v| (!v.is_finite()) as usize)
+            .sum::<usize>();
         let dst = &mut self.hist[start..start + block.len()];
-        for (row_in, row) in block.chunks_exact(n_ch).zip(dst.chunks_exact_mut(n_ch)) {
-            for (c, (&x, y)) in row_in.iter().zip(row.iter_mut()).enumerate() {
-                if x.is_finite() {
-                    *y = x as f64;
-                } else {
-                    *y = 0.0;
-                    nonfinite += 1;
-                    for s in 0..self.sections.len() {
-                        self.s1[s * n_ch + c] = 0.0;
-                        self.s2[s * n_ch + c] = 0.0;
+        if nonfinite == 0 {
+            iir_frames(
+                self.isa,
+                &self.sections,
+                &mut self.s1,
+                &mut self.s2,
+                n_ch,
+                block,
+                dst,
+            );
+        } else {
+            let n_sec = self.sections.len();
+            for (row_in, row_out) in block.chunks_exact(n_ch).zip(dst.chunks_exact_mut(n_ch)) {
+                for (c, (&x, r)) in row_in.iter().zip(self.row.iter_mut()).enumerate() {
+                    if x.is_finite() {
+                        *r = x;
+                    } else {
+                        *r = 0.0;
+                        for s in 0..n_sec {
+                            self.s1[s * n_ch + c] = 0.0;
+                            self.s2[s * n_ch + c] = 0.0;
+                        }
                     }
                 }
-            }
-            for (s, sec) in self.sections.iter().enumerate() {
-                let s1 = &mut self.s1[s * n_ch..(s + 1) * n_ch];
-                let s2 = &mut self.s2[s * n_ch..(s + 1) * n_ch];
-                biquad_row(sec, row, s1, s2);
+                iir_frames(
+                    self.isa,
+                    &self.sections,
+                    &mut self.s1,
+                    &mut self.s2,
+                    n_ch,
+                    &self.row,
+                    row_out,
+                );
             }
         }
-        self.hist_frames += block.len() / n_ch;
+        self.hist_frames += frames;
         nonfinite
     }
 
@@ -302,34 +318,12 @@ impl CausalChain {
             let phase = (pos % l) as usize;
             let first = (i_last as i64 - (k as i64 - 1) - self.base) as usize;
             let h = &self.phases[phase * k..(phase + 1) * k];
-            let acc = &mut self.acc;
-            acc.iter_mut().for_each(|a| *a = 0.0);
             let win = &self.hist[first * n_ch..(first + k) * n_ch];
-            for (&ht, row) in h.iter().zip(win.chunks_exact(n_ch)) {
-                for (a, &x) in acc.iter_mut().zip(row) {
-                    *a += ht * x;
-                }
-            }
-            out.extend(acc.iter().map(|&a| a as f32));
+            fir_output(self.isa, h, win, n_ch, out);
             self.k_out += 1;
             count += 1;
         }
         count
-    }
-}
-
-/// One biquad (Direct Form II Transposed, the operations of
-/// `biquad::DirectForm2Transposed::run` in the same order) over one frame,
-/// vectorised across channels.
-#[inline]
-fn biquad_row(sec: &Section, row: &mut [f64], s1: &mut [f64], s2: &mut [f64]) {
-    let Section { b0, b1, b2, a1, a2 } = *sec;
-    for ((x, z1), z2) in row.iter_mut().zip(s1.iter_mut()).zip(s2.iter_mut()) {
-        let input = *x;
-        let out = *z1 + b0 * input;
-        *z1 = *z2 + b1 * input - a1 * out;
-        *z2 = b2 * input - a2 * out;
-        *x = out;
     }
 }
 
@@ -354,9 +348,9 @@ fn polyphase_prototype(
     fs_out: f64,
     up: u64,
     down: u64,
-) -> Result<(usize, Vec<f64>), DspError> {
+) -> Result<(usize, Vec<f32>), DspError> {
     if up == 1 && down == 1 {
-        return Ok((1, vec![1.0]));
+        return Ok((1, vec![1.0f32]));
     }
     let nyq = (fs_in / 2.0).min(fs_out / 2.0);
     let stop = STOP_HZ.min(nyq);
@@ -371,11 +365,11 @@ fn polyphase_prototype(
     }
     let beta = design::kaiser_beta(RESAMPLER_ATTEN_DB);
     let h = design::kaiser_lowpass(n, (pass + stop) / 2.0, fs_in * up as f64, beta);
-    let mut phases = vec![0.0; n];
+    let mut phases = vec![0.0f32; n];
     for p in 0..up as usize {
         for j in 0..k {
             // branch p, tap j multiplies x[i_last − j]; stored reversed.
-            phases[p * k + (k - 1 - j)] = h[p + j * up as usize] * up as f64;
+            phases[p * k + (k - 1 - j)] = (h[p + j * up as usize] * up as f64) as f32;
         }
     }
     Ok((k, phases))
@@ -391,7 +385,7 @@ mod tests {
     }
 
     #[test]
-    fn biquad_row_equals_biquad_crate_bit_for_bit() {
+    fn cascade_equals_biquad_crate_bit_for_bit() {
         let coeffs = design::causal_sections(1000.0, Some([0.1, 75.0]), Some(50.0)).unwrap();
         let mut reference: Vec<DirectForm2Transposed<f64>> = coeffs
             .iter()
@@ -401,13 +395,11 @@ mod tests {
         let mut s1 = vec![0.0; secs.len()];
         let mut s2 = vec![0.0; secs.len()];
         for i in 0..2000 {
-            let x = ((i as f64) * 0.37).sin() * 50.0 + if i == 10 { 1000.0 } else { 0.0 };
-            let want = reference.iter_mut().fold(x, |v, f| f.run(v));
-            let mut row = [x];
-            for (s, sec) in secs.iter().enumerate() {
-                biquad_row(sec, &mut row, &mut s1[s..s + 1], &mut s2[s..s + 1]);
-            }
-            assert_eq!(row[0].to_bits(), want.to_bits(), "sample {i}");
+            let x = (((i as f64) * 0.37).sin() * 50.0 + if i == 10 { 1000.0 } else { 0.0 }) as f32;
+            let want = reference.iter_mut().fold(x as f64, |v, f| f.run(v)) as f32;
+            let mut got = [0.0f32];
+            iir_frames(Isa::detect(), &secs, &mut s1, &mut s2, 1, &[x], &mut got);
+            assert_eq!(got[0].to_bits(), want.to_bits(), "sample {i}");
         }
     }
 

@@ -17,6 +17,7 @@
 
 mod causal;
 pub mod design;
+mod kernels;
 pub mod zerophase;
 
 pub use causal::{CausalChain, ChunkReport};
