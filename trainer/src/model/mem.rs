@@ -210,3 +210,65 @@ impl MemModel {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::nn::VarStore;
+    use tch::Device;
+
+    #[test]
+    fn symmetric_forward_scores_both_halves_and_trains() {
+        tch::manual_seed(4);
+        let mut c = MemConfig::from_name("labram_base_patch200_1600_8k_vocab", 64).unwrap();
+        c.backbone.depth = 2;
+        let vs = VarStore::new(Device::Cpu);
+        let m = MemModel::new(&vs.root(), &c);
+        let x = Tensor::randn([2, 3, 4, 200], (Kind::Float, Device::Cpu));
+        let chans = Tensor::from_slice(&[0i64, 4, 8, 12]);
+        let mask = Tensor::rand([2, 12], (Kind::Float, Device::Cpu)).lt(0.3);
+        let masked = mask.sum(Kind::Int64).int64_value(&[]);
+        let out = m.forward(&x, &chans, &mask, true).unwrap();
+        assert_eq!(out.x_rec.size(), [masked, 64]);
+        assert_eq!(out.x_rec_sym.size(), [24 - masked, 64]);
+        let loss = out.x_rec.logsumexp(&[-1i64][..], false).mean(Kind::Float)
+            + out
+                .x_rec_sym
+                .logsumexp(&[-1i64][..], false)
+                .mean(Kind::Float);
+        loss.backward();
+        let vars = vs.variables();
+        for name in [
+            "student.mask_token",
+            "student.blocks.1.gamma_2",
+            "lm_head.weight",
+        ] {
+            let g = vars[name].grad();
+            assert!(
+                g.defined() && g.abs().sum(Kind::Float).double_value(&[]) > 0.0,
+                "{name}"
+            );
+        }
+        // Unused by the official loss: no gradient.
+        assert!(!vars["projection_head.0.weight"].grad().defined());
+        assert!(!vars["student.lm_head.weight"].grad().defined());
+    }
+
+    #[test]
+    fn cls_takes_the_first_electrode_position() {
+        let mut c = MemConfig::from_name("labram_base_patch200_1600_8k_vocab", 64).unwrap();
+        c.backbone.depth = 1;
+        let vs = VarStore::new(Device::Cpu);
+        let m = MemModel::new(&vs.root(), &c);
+        let x = Tensor::randn([1, 2, 2, 200], (Kind::Float, Device::Cpu));
+        let chans = Tensor::from_slice(&[0i64, 7, 9]);
+        let mask = Tensor::zeros([1, 4], (Kind::Bool, Device::Cpu));
+        let (_, t) = m
+            .student
+            .forward_all_tokens(&x, &chans, &mask, false, false)
+            .unwrap();
+        let b = &m.student.backbone;
+        let want = b.cls_token.get(0).get(0) + b.pos_embed.get(0).get(7);
+        assert!(t.tokens_in.get(0).get(0).allclose(&want, 0.0, 0.0, false));
+    }
+}

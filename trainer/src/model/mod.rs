@@ -296,3 +296,67 @@ mod tests {
         assert!(!t1.equal(&t2));
     }
 }
+
+#[cfg(test)]
+mod training_tests {
+    use super::*;
+    use tch::Device;
+
+    #[test]
+    fn every_finetuning_parameter_gets_a_gradient() {
+        tch::manual_seed(5);
+        let mut cfg = TransformerConfig::from_name("labram_base_patch200_200", 3).unwrap();
+        cfg.backbone.depth = 2;
+        let vs = VarStore::new(Device::Cpu);
+        let m = NeuralTransformer::new(&vs.root(), &cfg);
+        let x = Tensor::randn([2, 2, 3, 200], (Kind::Float, Device::Cpu));
+        let c = Tensor::from_slice(&[0i64, 3, 6]);
+        let loss = m
+            .forward(&x, &c, true)
+            .unwrap()
+            .cross_entropy_for_logits(&Tensor::from_slice(&[0i64, 2]));
+        loss.backward();
+        for (name, v) in vs.variables() {
+            assert!(v.requires_grad(), "{name}");
+            assert!(v.grad().defined(), "{name} has no gradient");
+        }
+    }
+
+    #[test]
+    fn fresh_weights_follow_the_official_initialisation() {
+        tch::manual_seed(6);
+        let vs = VarStore::new(Device::Cpu);
+        let _m = NeuralTransformer::new(
+            &vs.root(),
+            &TransformerConfig::from_name("labram_base_patch200_200", 2).unwrap(),
+        );
+        let v = vs.variables();
+        let std = |k: &str| v[k].std(true).double_value(&[]);
+        assert!((std("pos_embed") - 0.02).abs() < 0.002);
+        assert!((std("blocks.0.mlp.fc1.weight") - 0.02).abs() < 0.002);
+        // fix_init_weight: block i's proj / fc2 scaled by 1/sqrt(2 (i+1)).
+        let want = 0.02 / (2.0f64 * 12.0).sqrt();
+        assert!((std("blocks.11.attn.proj.weight") - want).abs() < 0.1 * want);
+        // head: trunc_normal(0.02) x init_scale 0.001.
+        assert!((std("head.weight") - 2e-5).abs() < 1e-5);
+        assert_eq!(v["blocks.3.gamma_1"].double_value(&[0]), 0.1f32 as f64);
+        assert_eq!(v["fc_norm.weight"].double_value(&[7]), 1.0);
+    }
+
+    #[test]
+    fn safetensors_checkpoint_of_a_model_reloads_bit_exact() {
+        tch::manual_seed(7);
+        let cfg = MemConfig::from_name("labram_base_patch200_1600_8k_vocab", 32).unwrap();
+        let a = VarStore::new(Device::Cpu);
+        let _ma = MemModel::new(&a.root(), &cfg);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("mem.safetensors");
+        checkpoint::save_safetensors(&state_dict(&a).unwrap(), &BTreeMap::new(), &p).unwrap();
+        let b = VarStore::new(Device::Cpu);
+        let _mb = MemModel::new(&b.root(), &cfg);
+        load_strict(&b, &checkpoint::load_state_dict(&p).unwrap()).unwrap();
+        for (k, t) in a.variables() {
+            assert!(t.equal(&b.variables()[&k]), "{k}");
+        }
+    }
+}

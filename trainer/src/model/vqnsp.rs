@@ -497,3 +497,155 @@ impl Vqnsp {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::nn::VarStore;
+    use tch::Device;
+
+    fn small(kmeans_init: bool) -> (VarStore, Vqnsp) {
+        let mut c = VqnspConfig::new(2, 16, 8);
+        c.kmeans_init = kmeans_init;
+        let vs = VarStore::new(Device::Cpu);
+        let m = Vqnsp::new(&vs.root(), &c);
+        (vs, m)
+    }
+
+    fn input(b: i64) -> (Tensor, Tensor) {
+        (
+            Tensor::randn([b, 3, 4, 200], (Kind::Float, Device::Cpu)),
+            Tensor::from_slice(&[0i64, 1, 5, 9]),
+        )
+    }
+
+    fn row_norms(w: &Tensor) -> Tensor {
+        w.norm_scalaropt_dim(2.0, [-1], false)
+    }
+
+    #[test]
+    fn kmeans_initialises_the_codebook_on_the_first_batch() {
+        tch::manual_seed(1);
+        let (_vs, m) = small(true);
+        assert!(!m.quantize.is_initted());
+        assert_eq!(
+            m.quantize.weight.abs().sum(Kind::Float).double_value(&[]),
+            0.0
+        );
+        let (x, c) = input(4); // 48 vectors ≥ 16 codes: distinct starting means
+        let codes = m.codes(&x, &c).unwrap();
+        assert!(m.quantize.is_initted());
+        let n = row_norms(&m.quantize.weight);
+        assert!((n - 1.0).abs().max().double_value(&[]) < 1e-5);
+        // Bin counts of the final k-means assignment cover every vector.
+        let bins = m
+            .quantize
+            .embedding_cluster_size
+            .sum(Kind::Float)
+            .double_value(&[]);
+        assert_eq!(bins, 48.0);
+        assert_eq!(codes.size(), [4, 12]);
+        // A second batch does not re-run k-means.
+        let w = m.quantize.weight.copy();
+        let _ = m.codes(&x, &c).unwrap();
+        assert!(w.equal(&m.quantize.weight));
+    }
+
+    #[test]
+    fn training_moves_the_codebook_by_normalised_ema_and_eval_does_not() {
+        tch::manual_seed(2);
+        let (_vs, m) = small(false);
+        let (x, c) = input(2);
+        let w0 = m.quantize.weight.copy();
+        let cs0 = m.quantize.cluster_size.copy();
+        let out = tch::no_grad(|| m.forward(&x, &c, false).unwrap());
+        assert!(w0.equal(&m.quantize.weight), "eval changed the codebook");
+        // Eval still tracks usage: decayed sum of one-hot counts.
+        let used = m.quantize.cluster_size.sum(Kind::Float).double_value(&[]);
+        assert!((used - 24.0 * 0.01).abs() < 1e-4, "{used}");
+        assert!(!cs0.equal(&m.quantize.cluster_size));
+
+        let out_t = m.forward(&x, &c, true).unwrap();
+        assert!(out_t.encoded.codes.equal(&out.encoded.codes));
+        let moved = (&m.quantize.weight - &w0)
+            .abs()
+            .sum_dim_intlist(1, false, None::<Kind>);
+        let used: Vec<i64> = Vec::try_from(out_t.encoded.codes.flatten(0, -1)).unwrap();
+        for k in 0..16 {
+            let dist = moved.double_value(&[k]);
+            if used.contains(&k) {
+                assert!(dist > 1e-4, "used code {k} did not move");
+            } else {
+                // Only the renormalisation's rounding (as in the official update).
+                assert!(dist < 1e-6, "unused code {k} moved by {dist}");
+            }
+        }
+        let n = row_norms(&m.quantize.weight);
+        assert!((n - 1.0).abs().max().double_value(&[]) < 1e-5);
+    }
+
+    #[test]
+    fn gradients_reach_the_encoder_through_the_straight_through_codes() {
+        tch::manual_seed(3);
+        let (vs, m) = small(false);
+        let (x, c) = input(2);
+        let out = m.forward(&x, &c, true).unwrap();
+        out.loss.backward();
+        let vars = vs.variables();
+        for name in [
+            "encoder.blocks.0.attn.qkv.weight",
+            "encoder.patch_embed.conv1.weight",
+            "encode_task_layer.2.weight",
+            "decoder.blocks.2.mlp.fc2.weight",
+            "decode_task_layer_angle.2.bias",
+        ] {
+            let g = vars[name].grad();
+            assert!(
+                g.defined() && g.abs().sum(Kind::Float).double_value(&[]) > 0.0,
+                "{name}"
+            );
+        }
+        for name in CODEBOOK_KEYS {
+            assert!(
+                !vars[name].requires_grad(),
+                "{name} must not train by gradient"
+            );
+        }
+    }
+
+    #[test]
+    fn targets_have_exact_zero_phase_imaginary_part_at_dc_and_nyquist() {
+        let x = Tensor::randn([2, 3, 4, 200], (Kind::Float, Device::Cpu));
+        let (amp, angle) = nsp_targets(&x);
+        assert_eq!(amp.size(), [2, 3, 4, 200]);
+        // Standardised per sample: mean 0, unbiased std 1.
+        let m = angle.mean_dim(&[1i64, 2, 3][..], false, None::<Kind>);
+        assert!(m.abs().max().double_value(&[]) < 1e-5);
+        let s = amp.std_dim(&[1i64, 2, 3][..], true, false);
+        assert!((s - 1.0).abs().max().double_value(&[]) < 1e-5);
+        // Raw phase at bins 0 and 100 is 0 or +π only (never −π).
+        let spec = x.fft_fft(None::<i64>, -1, "backward");
+        let raw = spec.imag().where_scalarother(
+            &Tensor::arange(200, (Kind::Int64, Device::Cpu))
+                .eq(0)
+                .logical_or(&Tensor::arange(200, (Kind::Int64, Device::Cpu)).eq(100))
+                .logical_not(),
+            0.0,
+        );
+        let ang = raw.atan2(&spec.real());
+        for k in [0, 100] {
+            let a = ang.select(3, k);
+            assert!(a.ge(0.0).all().int64_value(&[]) == 1);
+        }
+    }
+
+    #[test]
+    fn single_patch_decoding_is_refused_like_the_official_decoder() {
+        let (_vs, m) = small(false);
+        let x = Tensor::randn([1, 3, 1, 200], (Kind::Float, Device::Cpu));
+        let c = Tensor::from_slice(&[0i64, 1, 2, 3]);
+        assert!(m.codes(&x, &c).is_ok());
+        let e = m.forward(&x, &c, false).unwrap_err();
+        assert!(e.to_string().contains("at least 2 patches"), "{e}");
+    }
+}
