@@ -467,7 +467,10 @@ fn read_torch_zip(path: &Path, f: File) -> Result<Checkpoint, CheckpointError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let mut storages: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut storages = StorageCache::default();
+    tree.visit_tensors(&mut |t: &TensorRef| {
+        *storages.uses.entry(t.storage_key.clone()).or_default() += 1
+    });
     let root = tree.try_map_tensors(&mut |t: TensorRef| {
         materialize(&mut zip, path, &prefix, &mut storages, &t)
     })?;
@@ -517,13 +520,44 @@ fn read_entry<R: Read + Seek>(
 /// are capped at this many elements, so a hostile file cannot request terabytes.
 const MAX_EXPANDED_NUMEL: u64 = 1 << 28;
 
+/// Storages read so far, and how many tensors still need each: a storage is
+/// released after its last tensor (and handed over without a copy when that tensor
+/// is the whole storage), so loading needs about one copy of the weights, not two.
+#[derive(Default)]
+struct StorageCache {
+    bytes: HashMap<String, Vec<u8>>,
+    uses: HashMap<String, usize>,
+}
+
 /// Copy a (possibly strided, offset) view out of its storage into contiguous bytes.
 fn materialize<R: Read + Seek>(
     zip: &mut zip::ZipArchive<R>,
     path: &Path,
     prefix: &str,
+    cache: &mut StorageCache,
+    t: &TensorRef,
+) -> Result<RawTensor, CheckpointError> {
+    let last_use = match cache.uses.get_mut(&t.storage_key) {
+        Some(n) => {
+            *n = n.saturating_sub(1);
+            *n == 0
+        }
+        None => true,
+    };
+    let out = view_of_storage(zip, path, prefix, &mut cache.bytes, t, last_use);
+    if last_use {
+        cache.bytes.remove(&t.storage_key);
+    }
+    out
+}
+
+fn view_of_storage<R: Read + Seek>(
+    zip: &mut zip::ZipArchive<R>,
+    path: &Path,
+    prefix: &str,
     storages: &mut HashMap<String, Vec<u8>>,
     t: &TensorRef,
+    last_use: bool,
 ) -> Result<RawTensor, CheckpointError> {
     let es = t.dtype.size() as u64;
     let bad = |d: String| CheckpointError::invalid(path, format!("storage {}: {d}", t.storage_key));
@@ -594,6 +628,14 @@ fn materialize<R: Read + Seek>(
         expect *= s;
     }
     let start = t.offset as usize * es;
+    if contiguous && last_use && start == 0 && numel * es == storage.len() {
+        let bytes = storages.remove(&t.storage_key).unwrap_or_default();
+        return Ok(RawTensor {
+            dtype: t.dtype,
+            shape,
+            bytes,
+        });
+    }
     if contiguous {
         return Ok(RawTensor {
             dtype: t.dtype,

@@ -164,6 +164,20 @@ impl<T> Value<T> {
         })
     }
 
+    /// Call `f` on every tensor of the tree, in order.
+    pub fn visit_tensors(&self, f: &mut impl FnMut(&T)) {
+        match self {
+            Value::Tuple(t) | Value::List(t) => t.iter().for_each(|v| v.visit_tensors(f)),
+            Value::Dict(d) => d.iter().for_each(|(k, v)| {
+                k.visit_tensors(f);
+                v.visit_tensors(f);
+            }),
+            Value::Tensor(t) => f(t),
+            Value::Object { state, .. } => state.visit_tensors(f),
+            _ => {}
+        }
+    }
+
     /// The value under string key `key`, if `self` is a dict (or an object whose
     /// state is one, such as `argparse.Namespace`).
     pub fn get(&self, key: &str) -> Option<&Value<T>> {
