@@ -203,7 +203,7 @@ impl ModelCard {
                 self.window_patches
             ));
         }
-        if !(self.hop_s > 0.0) {
+        if self.hop_s.is_nan() || self.hop_s <= 0.0 {
             return Err(format!("`hop_s` is {}; it must be > 0 seconds", self.hop_s));
         }
         Ok(())
