@@ -230,3 +230,207 @@ fn shipped_run_files_are_valid() {
     }
     assert!(n >= 8, "only {n} run files found in {}", dir.display());
 }
+
+// ---------------------------------------------------------------------------------
+// Whole runs of the command on a tiny model and a tiny synthetic dataset.
+
+use labram_trainer::data::format::{DatasetWriter, Meta, Window, FORMAT};
+
+const TINY_CHANNELS: [&str; 3] = ["FP1", "CZ", "O1"];
+
+/// A 2-class dataset whose classes differ in alpha amplitude: train 48 windows
+/// (subjects S0-S3), val 16 (S4), test 16 (S5), 3 channels x 2 patches.
+fn tiny_dataset(dir: &Path) {
+    let meta = Meta {
+        format: FORMAT.into(),
+        kind: "test".into(),
+        task: "tiny synthetic".into(),
+        classes: vec!["low".into(), "high".into()],
+        channels: TINY_CHANNELS.iter().map(|s| s.to_string()).collect(),
+        patch_size: 200,
+        window_patches: 2,
+        hop_s: Some(2.0),
+        windowing: "synthetic".into(),
+        preprocessing: Default::default(),
+        subjects: vec![],
+        sources: vec![],
+        splits: Default::default(),
+        command: "test".into(),
+        skipped: vec![],
+        notes: Default::default(),
+    };
+    let mut w = DatasetWriter::create(dir, meta, 1 << 20, false).unwrap();
+    let src = w.source_index("synthetic");
+    let mut k = 0u32;
+    for (split, subjects, per) in [("train", 0..4, 12), ("val", 4..5, 16), ("test", 5..6, 16)] {
+        for s in subjects {
+            let subject = w.subject_index(&format!("S{s}"));
+            for i in 0..per {
+                let label = i % 2;
+                let amp = if label == 1 { 40.0 } else { 10.0 };
+                let data: Vec<f32> = (0..3 * 400)
+                    .map(|j| {
+                        k = k.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                        let noise = (k >> 8) as f32 / (1u32 << 24) as f32 - 0.5;
+                        let t = (j % 400) as f32 / 200.0;
+                        amp * (2.0 * std::f32::consts::PI * 10.0 * t).sin() + 20.0 * noise
+                    })
+                    .collect();
+                let win = Window {
+                    data,
+                    label,
+                    subject,
+                    source: src,
+                    offset: i * 400,
+                };
+                w.push(split, &win).unwrap();
+            }
+        }
+    }
+    w.finish().unwrap();
+}
+
+fn tiny_run_file(dir: &Path, data: &Path, epochs: usize) -> PathBuf {
+    let path = dir.join("tiny.yaml");
+    let text = format!(
+        "stage: finetune\nmodel: {{variant: tiny, num_classes: 2}}\n\
+         data: {{dataset: {}}}\n\
+         optim: {{warmup_epochs: 1, lr: 1.0e-3}}\n\
+         train: {{epochs: {epochs}, batch_size: 8, seed: 1, save_every: 1, output_dir: {}}}\n",
+        data.display(),
+        dir.join("run").display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn trainer() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_labram-trainer"))
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("labram-trainer runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
+    text
+}
+
+fn final_weights(run: &Path, epochs: usize) -> Vec<u8> {
+    std::fs::read(run.join(format!("checkpoints/epoch-{epochs:04}/model.safetensors")))
+        .expect("final checkpoint")
+}
+
+/// An interrupted run resumed from its checkpoint ends with exactly the weights of an
+/// uninterrupted one (CPU, tiny model, 3 epochs of 6 steps; stopped mid-epoch 2).
+#[test]
+fn resume_is_bit_exact() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    tiny_dataset(&data);
+    let a = d.path().join("a");
+    std::fs::create_dir_all(&a).unwrap();
+    let cfg_a = tiny_run_file(&a, &data, 3);
+    let out = run_ok(trainer().args(["finetune", "--config"]).arg(&cfg_a));
+    assert!(out.contains("test balanced_accuracy"), "{out}");
+    for png in ["loss.png", "lr.png", "metrics.png"] {
+        let bytes = std::fs::read(a.join("run").join(png)).expect(png);
+        assert_eq!(&bytes[1..4], b"PNG", "{png}");
+    }
+    let full = final_weights(&a.join("run"), 3);
+
+    let b = d.path().join("b");
+    std::fs::create_dir_all(&b).unwrap();
+    let cfg_b = tiny_run_file(&b, &data, 3);
+    let out = run_ok(
+        trainer()
+            .args([
+                "finetune",
+                "--no-plots",
+                "--stop-after-steps",
+                "8",
+                "--config",
+            ])
+            .arg(&cfg_b),
+    );
+    assert!(out.contains("--resume"), "{out}");
+    assert!(!b.join("run/checkpoints/epoch-0003").exists());
+    run_ok(
+        trainer()
+            .args(["finetune", "--no-plots", "--resume"])
+            .arg(b.join("run")),
+    );
+    assert_eq!(
+        full,
+        final_weights(&b.join("run"), 3),
+        "resumed run ends with other weights"
+    );
+    // The metrics agree too.
+    let m = |p: &Path| std::fs::read_to_string(p.join("run/metrics.json")).unwrap();
+    assert_eq!(m(&a), m(&b));
+}
+
+/// Ctrl-C (SIGINT) saves a checkpoint and exits cleanly; resuming finishes the run
+/// with the weights of an uninterrupted one.
+#[test]
+fn ctrl_c_saves_a_checkpoint_and_resume_finishes() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    tiny_dataset(&data);
+    let a = d.path().join("a");
+    std::fs::create_dir_all(&a).unwrap();
+    run_ok(
+        trainer()
+            .args(["finetune", "--no-plots", "--config"])
+            .arg(tiny_run_file(&a, &data, 10)),
+    );
+    let b = d.path().join("b");
+    std::fs::create_dir_all(&b).unwrap();
+    let cfg = tiny_run_file(&b, &data, 10);
+    let child = trainer()
+        .args(["finetune", "--no-plots", "--config"])
+        .arg(&cfg)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = b.join("run/log.jsonl");
+    let t0 = std::time::Instant::now();
+    loop {
+        let started = std::fs::read_to_string(&log)
+            .map(|s| s.contains("\"kind\":\"train\""))
+            .unwrap_or(false);
+        if started {
+            break;
+        }
+        assert!(t0.elapsed().as_secs() < 120, "no training step logged");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "exit {:?}: {text}", out.status);
+    assert!(text.contains("checkpoint saved"), "{text}");
+    let latest = std::fs::read_to_string(b.join("run/checkpoints/latest")).unwrap();
+    assert!(b
+        .join("run/checkpoints")
+        .join(latest.trim())
+        .join("state.json")
+        .exists());
+    run_ok(
+        trainer()
+            .args(["finetune", "--no-plots", "--resume"])
+            .arg(b.join("run")),
+    );
+    assert_eq!(
+        final_weights(&a.join("run"), 20),
+        final_weights(&b.join("run"), 20)
+    );
+}

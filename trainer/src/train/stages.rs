@@ -25,7 +25,7 @@ use crate::eval::metrics::Report;
 /// The fine-tuning network.
 pub trait ClassifierNet {
     /// Logits `[B, K]` of `x` (µV/100, `[B, C, P, 200]`); `train` enables drop path.
-    fn logits(&self, x: &Tensor, input_chans: &Tensor, train: bool) -> Tensor;
+    fn logits(&self, x: &Tensor, input_chans: &Tensor, train: bool) -> Result<Tensor, StageError>;
 }
 
 /// The masked-EEG-modeling network.
@@ -38,13 +38,16 @@ pub trait MemNet {
         input_chans: &Tensor,
         mask: &Tensor,
         train: bool,
-    ) -> (Tensor, Tensor);
+    ) -> Result<(Tensor, Tensor), StageError>;
 }
+
+/// A tokenizer's training forward: total loss, its parts by name and the codes.
+pub type TokenizerLoss = (Tensor, Vec<(String, Tensor)>, Tensor);
 
 /// The VQ-NSP tokenizer.
 pub trait TokenizerNet {
     /// Code ids `[B, C·P]` (eval mode, no grad).
-    fn codes(&self, x: &Tensor, input_chans: &Tensor) -> Tensor;
+    fn codes(&self, x: &Tensor, input_chans: &Tensor) -> Result<Tensor, StageError>;
     /// Training forward: total loss, its parts by name (`rec_loss`, `rec_angle_loss`,
     /// `quant_loss`) and the codes chosen. In train mode this updates the EMA
     /// codebook (and runs the k-means initialisation on the first batch).
@@ -53,7 +56,7 @@ pub trait TokenizerNet {
         x: &Tensor,
         input_chans: &Tensor,
         train: bool,
-    ) -> (Tensor, Vec<(String, Tensor)>, Tensor);
+    ) -> Result<TokenizerLoss, StageError>;
     /// Number of codes.
     fn codebook_size(&self) -> i64;
 }
@@ -105,7 +108,7 @@ impl<N: ClassifierNet> Finetune<N> {
             for idx in set.eval_batches(eval_batch(self.batch)) {
                 let b = set.batch(&idx, self.device).map_err(err)?;
                 let labels = b.labels.ok_or("evaluation windows without labels")?;
-                let logits = self.net.logits(&b.x, &b.input_chans, false);
+                let logits = self.net.logits(&b.x, &b.input_chans, false)?;
                 loss_sum +=
                     classification_loss(&logits, &labels, 0.0).double_value(&[]) * idx.len() as f64;
                 let p = probabilities(&logits)
@@ -208,7 +211,7 @@ impl<N: ClassifierNet> Stage for Finetune<N> {
     ) -> Result<(Tensor, Vec<(String, f64)>), StageError> {
         let b = self.train.batch(indices, self.device).map_err(err)?;
         let labels = b.labels.ok_or("training windows without labels")?;
-        let logits = self.net.logits(&b.x, &b.input_chans, true);
+        let logits = self.net.logits(&b.x, &b.input_chans, true)?;
         let loss = match &self.class_weights {
             Some(w) => weighted_classification_loss(&logits, &labels, self.smoothing, w),
             None => classification_loss(&logits, &labels, self.smoothing),
@@ -272,10 +275,10 @@ impl<N: MemNet, T: TokenizerNet> Pretrain<N, T> {
         train: bool,
     ) -> Result<(Tensor, Tensor, Tensor), StageError> {
         let b = set.batch(idx, self.device).map_err(err)?;
-        let codes = tch::no_grad(|| self.tokenizer.codes(&b.x, &b.input_chans));
+        let codes = tch::no_grad(|| self.tokenizer.codes(&b.x, &b.input_chans))?;
         let size = b.x.size();
         let mask = random_mask(size[0], size[1] * size[2], self.mask_ratio, self.device);
-        let (x_rec, x_rec_sym) = self.net.forward_mem(&b.x, &b.input_chans, &mask, train);
+        let (x_rec, x_rec_sym) = self.net.forward_mem(&b.x, &b.input_chans, &mask, train)?;
         Ok(masked_code_loss(&x_rec, &x_rec_sym, &codes, &mask))
     }
 }
@@ -404,7 +407,7 @@ impl<T: TokenizerNet> Stage for Tokenizer<T> {
         indices: &[usize],
     ) -> Result<(Tensor, Vec<(String, f64)>), StageError> {
         let b = self.train.batch(indices, self.device).map_err(err)?;
-        let (loss, parts, codes) = self.net.forward_loss(&b.x, &b.input_chans, true);
+        let (loss, parts, codes) = self.net.forward_loss(&b.x, &b.input_chans, true)?;
         let mut extras: Vec<(String, f64)> = parts
             .iter()
             .map(|(k, v)| (k.clone(), v.double_value(&[])))
@@ -423,7 +426,7 @@ impl<T: TokenizerNet> Stage for Tokenizer<T> {
         tch::no_grad(|| -> Result<(), StageError> {
             for idx in v.eval_batches(eval_batch(self.batch)) {
                 let b = v.batch(&idx, self.device).map_err(err)?;
-                let (loss, parts, codes) = self.net.forward_loss(&b.x, &b.input_chans, false);
+                let (loss, parts, codes) = self.net.forward_loss(&b.x, &b.input_chans, false)?;
                 let w = idx.len() as f64;
                 *sums.entry("loss".into()).or_default() += loss.double_value(&[]) * w;
                 for (k, t) in parts {
