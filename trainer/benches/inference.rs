@@ -3,7 +3,7 @@
 //! window, batch 1 and 8. In the same run it times the official model's `torch.onnx`
 //! export (`../shared/golden/reference_torch_export.onnx`) with the same Rust session
 //! settings, and both models again in onnxruntime-python (the venv's), so the figures
-//! can be read as ratios: absolute times vary about 2× between machines of this kind
+//! can be read as ratios (the tch forward of the same weights is timed alongside): absolute times vary about 2× between machines of this kind
 //! and with load, ratios taken side by side (interleaved call by call) much less.
 //!
 //! Run: `cargo bench -p labram-trainer --bench inference [-- --rounds 100 --variants default,unfolded,contrib]`.
@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use labram_trainer::export::{self, AttentionImpl, FinetuneArch, GraphOptions};
+use labram_trainer::model::{load_strict, NeuralTransformer, TransformerConfig};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::TensorRef;
@@ -24,6 +25,9 @@ const PATCHES: usize = 10;
 
 struct Args {
     rounds: usize,
+    /// Wait for a quiet machine (other processes' CPU use ≤ this fraction) before each
+    /// round; 1.0 disables the wait.
+    max_busy: f64,
     variants: Vec<String>,
     checkpoint: PathBuf,
     python: bool,
@@ -36,6 +40,7 @@ fn manifest() -> PathBuf {
 fn parse_args() -> Result<Args> {
     let mut a = Args {
         rounds: 100,
+        max_busy: 0.25,
         variants: vec!["default".into()],
         checkpoint: manifest().join("../../shared/golden/finetune_base.pth"),
         python: true,
@@ -54,8 +59,9 @@ fn parse_args() -> Result<Args> {
             }
             "--checkpoint" => a.checkpoint = it.next().context("--checkpoint PATH")?.into(),
             "--no-python" => a.python = false,
+            "--max-busy" => a.max_busy = it.next().context("--max-busy FRACTION")?.parse()?,
             "--bench" => {} // added by `cargo bench`
-            other => bail!("unknown argument {other}; known: --rounds N, --variants default,unfolded,flat3d,contrib,latepool,literal, --checkpoint PATH, --no-python"),
+            other => bail!("unknown argument {other}; known: --rounds N, --max-busy F, --variants default,unfolded,flat3d,contrib,latepool,literal, --checkpoint PATH, --no-python"),
         }
     }
     Ok(a)
@@ -123,14 +129,35 @@ fn session(env: &ort::environment::Environment, model: &Path) -> Result<Session>
     Ok(s)
 }
 
-fn run_once(s: &mut Session, x: &[f32], batch: usize, chans: &[i64]) -> Result<f64> {
-    let t0 = Instant::now();
-    let xt = TensorRef::from_array_view(([batch, CHANNELS, PATCHES, 200], x))?;
-    let ic = TensorRef::from_array_view(([chans.len()], chans))?;
-    let out = s.run(ort::inputs!["eeg" => xt, "input_chans" => ic])?;
-    let (_, logits) = out["logits"].try_extract_tensor::<f32>()?;
-    std::hint::black_box(logits);
-    Ok(t0.elapsed().as_secs_f64() * 1e3)
+/// One timed contender: runs the model on `x` (µV, `[batch, 23, 10, 200]`).
+type Runner<'a> = Box<dyn FnMut(&[f32], usize) -> Result<()> + 'a>;
+
+fn ort_runner<'a>(mut s: Session, chans: &'a [i64]) -> Runner<'a> {
+    Box::new(move |x: &[f32], batch: usize| {
+        let xt = TensorRef::from_array_view(([batch, CHANNELS, PATCHES, 200], x))?;
+        let ic = TensorRef::from_array_view(([chans.len()], chans))?;
+        let out = s.run(ort::inputs!["eeg" => xt, "input_chans" => ic])?;
+        let (_, logits) = out["logits"].try_extract_tensor::<f32>()?;
+        std::hint::black_box(logits);
+        Ok(())
+    })
+}
+
+/// This crate's tch network with the same weights (libtorch, 2 intra-op threads),
+/// called like the official engine: `model(x / 100, input_chans)` in no-grad mode.
+fn tch_runner<'a>(net: &'a NeuralTransformer, chans: &[i64]) -> Runner<'a> {
+    let ic = tch::Tensor::from_slice(chans);
+    Box::new(move |x: &[f32], batch: usize| {
+        let xt = tch::Tensor::from_slice(x).reshape([
+            batch as i64,
+            CHANNELS as i64,
+            PATCHES as i64,
+            200,
+        ]) / 100.0;
+        let logits = tch::no_grad(|| net.forward(&xt, &ic, false))?;
+        let _ = std::hint::black_box(logits);
+        Ok(())
+    })
 }
 
 fn percentile(v: &[f64], q: f64) -> f64 {
@@ -146,21 +173,57 @@ struct Timing {
     ms: Vec<f64>,
 }
 
-/// Times every model call by call in turn (round-robin), so load changes on a shared
-/// machine hit all of them alike.
-fn time_models(
-    sessions: &mut [(String, Session)],
-    batch: usize,
-    rounds: usize,
-    chans: &[i64],
-) -> Result<Vec<Timing>> {
-    let x = eeg(batch * CHANNELS * PATCHES * 200, 5);
-    for (_, s) in sessions.iter_mut() {
-        for _ in 0..10 {
-            run_once(s, &x, batch, chans)?;
+/// Fraction of the machine's CPU time spent busy (not idle/iowait) over `dt`, from
+/// `/proc/stat`; `None` where that file does not exist.
+fn busy_fraction(dt: std::time::Duration) -> Option<f64> {
+    fn read() -> Option<(u64, u64)> {
+        let text = std::fs::read_to_string("/proc/stat").ok()?;
+        let v: Vec<u64> = text
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        Some((v.iter().sum(), v.get(3)? + v.get(4)?))
+    }
+    let (t0, i0) = read()?;
+    std::thread::sleep(dt);
+    let (t1, i1) = read()?;
+    Some(1.0 - (i1 - i0) as f64 / (t1 - t0).max(1) as f64)
+}
+
+/// Waits (up to a minute) until other processes leave the CPUs mostly idle, so a round
+/// is not timed while, say, a compiler runs beside it. Returns whether it was quiet.
+fn wait_quiet(max_busy: f64) -> bool {
+    if max_busy >= 1.0 {
+        return true;
+    }
+    let start = Instant::now();
+    while start.elapsed().as_secs() < 60 {
+        match busy_fraction(std::time::Duration::from_millis(150)) {
+            Some(b) if b > max_busy => continue,
+            _ => return true,
         }
     }
-    let mut out: Vec<Timing> = sessions
+    false
+}
+
+/// Times every model in turn, a few calls each per round, so load changes on a shared
+/// machine hit all of them alike; each round starts on a quiet machine when possible.
+fn time_models(
+    models: &mut [(String, Runner<'_>)],
+    batch: usize,
+    rounds: usize,
+    max_busy: f64,
+) -> Result<Vec<Timing>> {
+    let x = eeg(batch * CHANNELS * PATCHES * 200, 5);
+    for (_, run) in models.iter_mut() {
+        for _ in 0..10 {
+            run(&x, batch)?;
+        }
+    }
+    let mut out: Vec<Timing> = models
         .iter()
         .map(|(n, _)| Timing {
             name: n.clone(),
@@ -168,10 +231,22 @@ fn time_models(
             ms: vec![],
         })
         .collect();
-    for _ in 0..rounds {
-        for (i, (_, s)) in sessions.iter_mut().enumerate() {
-            out[i].ms.push(run_once(s, &x, batch, chans)?);
+    const PER_ROUND: usize = 5;
+    let mut loud = 0;
+    for _ in 0..rounds.div_ceil(PER_ROUND) {
+        if !wait_quiet(max_busy) {
+            loud += 1;
         }
+        for (i, (_, run)) in models.iter_mut().enumerate() {
+            for _ in 0..PER_ROUND {
+                let t0 = Instant::now();
+                run(&x, batch)?;
+                out[i].ms.push(t0.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    }
+    if loud > 0 {
+        println!("(batch {batch}: {loud} rounds ran on a busy machine)");
     }
     Ok(out)
 }
@@ -179,7 +254,21 @@ fn time_models(
 const PY: &str = r#"
 import sys, time, numpy as np, onnxruntime as ort
 rounds = int(sys.argv[1]); chans = np.array([int(v) for v in sys.argv[2].split(',')], dtype=np.int64)
-models = sys.argv[3:]
+max_busy = float(sys.argv[3]); models = sys.argv[4:]
+def busy(dt=0.15):
+    def read():
+        v = [int(x) for x in open('/proc/stat').readline().split()[1:]]
+        return sum(v), v[3] + v[4]
+    t0, i0 = read(); time.sleep(dt); t1, i1 = read()
+    return 1 - (i1 - i0) / max(1, t1 - t0)
+def wait_quiet():
+    if max_busy >= 1.0: return
+    start = time.time()
+    while time.time() - start < 60:
+        try:
+            if busy() <= max_busy: return
+        except OSError:
+            return
 so = ort.SessionOptions(); so.intra_op_num_threads = 2; so.inter_op_num_threads = 1
 so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
 sess = [ort.InferenceSession(m, so, providers=['CPUExecutionProvider']) for m in models]
@@ -190,9 +279,11 @@ for batch, n in ((1, rounds), (8, max(10, rounds // 4))):
     for s in sess:
         for _ in range(10): s.run(None, feed)
     ms = [[] for _ in sess]
-    for _ in range(n):
+    for _ in range((n + 4) // 5):
+        wait_quiet()
         for i, s in enumerate(sess):
-            t0 = time.perf_counter(); s.run(None, feed); ms[i].append((time.perf_counter() - t0) * 1e3)
+            for _ in range(5):
+                t0 = time.perf_counter(); s.run(None, feed); ms[i].append((time.perf_counter() - t0) * 1e3)
     for i, m in enumerate(models):
         print('TIMES', i, batch, ' '.join(f'{v:.4f}' for v in ms[i]))
 "#;
@@ -201,6 +292,7 @@ fn python_timings(
     models: &[(String, PathBuf)],
     rounds: usize,
     chans: &[i64],
+    max_busy: f64,
 ) -> Result<Vec<Timing>> {
     let python = manifest().join("../.venv/bin/python");
     if !python.exists() {
@@ -216,6 +308,7 @@ fn python_timings(
         .arg(PY)
         .arg(rounds.to_string())
         .arg(chans_s)
+        .arg(max_busy.to_string())
         .args(models.iter().map(|(_, p)| p))
         .output()
         .context("running onnxruntime-python")?;
@@ -298,20 +391,33 @@ fn main() -> Result<()> {
 
     let mut rust = vec![];
     {
-        let mut sessions = models
+        tch::set_num_threads(2);
+        tch::set_num_interop_threads(1);
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let net = NeuralTransformer::new(
+            &vs.root(),
+            &TransformerConfig::from_name(arch.name, k as i64)?,
+        );
+        load_strict(&vs, &sd)?;
+        let mut runners = models
             .iter()
-            .map(|(n, p)| Ok((format!("{n} (rust ort)"), session(&env, p)?)))
+            .map(|(n, p)| {
+                Ok((
+                    format!("{n} (rust ort)"),
+                    ort_runner(session(&env, p)?, &chans),
+                ))
+            })
             .collect::<Result<Vec<_>>>()?;
-        rust.extend(time_models(&mut sessions, 1, args.rounds, &chans)?);
-        rust.extend(time_models(
-            &mut sessions,
-            8,
-            (args.rounds / 4).max(10),
-            &chans,
-        )?);
+        runners.push((
+            "tch forward, same weights (libtorch)".into(),
+            tch_runner(&net, &chans),
+        ));
+        let b8_rounds = (args.rounds / 4).max(10);
+        rust.extend(time_models(&mut runners, 1, args.rounds, args.max_busy)?);
+        rust.extend(time_models(&mut runners, 8, b8_rounds, args.max_busy)?);
     }
     let python = if args.python {
-        python_timings(&models, args.rounds, &chans)?
+        python_timings(&models, args.rounds, &chans, args.max_busy)?
     } else {
         vec![]
     };

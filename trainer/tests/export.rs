@@ -546,3 +546,35 @@ fn cli_exports_and_reports_errors() {
     );
     assert!(!dir.path().join("bad.onnx").exists());
 }
+
+/// The exported graph against this crate's tch network with the same weights, on
+/// shapes the golden set does not cover (channel subsets, 1 to 16 patches, batch 3).
+#[test]
+fn onnx_matches_the_tch_forward_on_other_shapes() {
+    use labram_trainer::model::{load_strict, NeuralTransformer, TransformerConfig};
+    let sd = export::load_weights(&golden().join("finetune_base.pth")).expect("golden checkpoint");
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let cfg = TransformerConfig::from_name("labram_base_patch200_200", 2).expect("config");
+    let net = NeuralTransformer::new(&vs.root(), &cfg);
+    load_strict(&vs, &sd).expect("weights load");
+    let mut s = session(default_export());
+    let tuh = labramd::electrodes::input_chans(&labramd::electrodes::TUH_STANDARD_23).expect("TUH");
+    let cases: Vec<([usize; 4], Vec<i64>)> = vec![
+        ([1, 23, 10, 200], tuh.clone()),
+        ([3, 7, 3, 200], tuh[..8].to_vec()),
+        ([2, 4, 16, 200], vec![0, 5, 60, 100, 128]),
+        ([1, 1, 1, 200], vec![0, 1]),
+    ];
+    for (i, (shape, chans)) in cases.into_iter().enumerate() {
+        let x = noise(shape.iter().product(), 100 + i as u64, 40.0);
+        let (_, ours) = logits(&mut s, &x, shape, &chans);
+        let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+        let xt = tch::Tensor::from_slice(&x).reshape(dims.as_slice()) / 100.0;
+        let ic = tch::Tensor::from_slice(&chans);
+        let theirs = tch::no_grad(|| net.forward(&xt, &ic, false)).expect("tch forward");
+        let theirs = Vec::<f32>::try_from(theirs.reshape([-1])).expect("logits");
+        let err = rel_l2(&ours, &theirs);
+        println!("{shape:?} vs tch forward: logits rel-L2 {err:.2e}");
+        assert!(err <= TOLERANCE, "{shape:?}: rel-L2 {err:.3e}");
+    }
+}
