@@ -430,7 +430,7 @@ fn ctrl_c_saves_a_checkpoint_and_resume_finishes() {
             .arg(b.join("run")),
     );
     assert_eq!(
-        final_weights(&a.join("run"), 20),
-        final_weights(&b.join("run"), 20)
+        final_weights(&a.join("run"), 10),
+        final_weights(&b.join("run"), 10)
     );
 }

@@ -162,7 +162,7 @@ pub fn line_plot(
                 PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
             });
         }
-        if single || pts.len() <= 60 {
+        if single || pts.len() <= 30 {
             chart
                 .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
                 .map_err(|e| err(&e))?;
@@ -232,11 +232,15 @@ pub fn plot_run(run_dir: &Path) -> Result<Vec<PathBuf>, PlotError> {
         points: smooth(&train_loss),
     }];
     loss_series.extend(val_losses.into_iter().map(|(k, p)| Series {
-        name: format!("val {k}"),
+        name: if k == "train_loss" {
+            "train loss (epoch mean)".to_string()
+        } else {
+            format!("val {k}")
+        },
         points: p,
     }));
     let plots = [
-        ("loss.png", "Loss", loss_series, true),
+        ("loss.png", "Loss", loss_series, false),
         (
             "lr.png",
             "Learning rate (base; groups scale it)",
