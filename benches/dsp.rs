@@ -140,11 +140,17 @@ fn main() {
     let py = if rust_only {
         None
     } else {
-        run_python("bench_dsp.py", &["--seconds", &secs_arg, "--reps", &reps.to_string()])
+        run_python(
+            "bench_dsp.py",
+            &["--seconds", &secs_arg, "--reps", &reps.to_string()],
+        )
     };
     let a2 = causal_throughput(64, 2048.0, 64, seconds, reps);
     let ours = (a1 + a2) / 2.0;
-    println!("labramd causal chain (second run): {:.1} M channel-samples/s", a2 / 1e6);
+    println!(
+        "labramd causal chain (second run): {:.1} M channel-samples/s",
+        a2 / 1e6
+    );
     if let Some(py) = py {
         for r in py["results"].as_array().into_iter().flatten() {
             println!(
@@ -169,10 +175,26 @@ fn main() {
                 ours / full
             );
         }
+        let filt = py["results"]
+            .as_array()
+            .and_then(|v| {
+                v.iter()
+                    .find(|r| r["channels"] == 64 && r["stage"].as_str() != Some("full chain"))
+            })
+            .and_then(|r| r["cs_per_s"].as_f64());
+        if let Some(filt) = filt {
+            println!(
+                "RATIO causal chain (with resampler) / scipy sosfilt alone (64 ch @ 2048 Hz): {:.1}x",
+                ours / filt
+            );
+        }
     }
     for (n_ch, fs, chunk) in [(23, 1000.0, 10), (32, 1000.0, 10)] {
         let t = causal_throughput(n_ch, fs, chunk, seconds, reps);
-        println!("labramd causal chain {n_ch} ch @ {fs} Hz chunk {chunk}: {:.1} M channel-samples/s", t / 1e6);
+        println!(
+            "labramd causal chain {n_ch} ch @ {fs} Hz chunk {chunk}: {:.1} M channel-samples/s",
+            t / 1e6
+        );
     }
 
     println!("\n== make-dataset style: eegmat Subject00-07 (16 files, 19 ch @ 500 Hz), read + preprocess, one thread");
@@ -200,8 +222,12 @@ fn main() {
         run_python("bench_mne.py", &["--passes", &passes.to_string()])
     };
     if let Some(m) = mne {
-        let e = m["median_pass"]["cs_per_s_excl_read"].as_f64().unwrap_or(f64::NAN);
-        let i = m["median_pass"]["cs_per_s_incl_read"].as_f64().unwrap_or(f64::NAN);
+        let e = m["median_pass"]["cs_per_s_excl_read"]
+            .as_f64()
+            .unwrap_or(f64::NAN);
+        let i = m["median_pass"]["cs_per_s_incl_read"]
+            .as_f64()
+            .unwrap_or(f64::NAN);
         println!(
             "MNE {}: {:.1} M channel-samples/s excluding read, {:.1} M including read",
             m["mne"].as_str().unwrap_or("?"),

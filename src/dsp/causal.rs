@@ -31,7 +31,7 @@
 use biquad::Coefficients;
 
 use super::design::{self, MAX_PROTOTYPE};
-use super::kernels::{fir_output, iir_frames, Isa, Section};
+use super::kernels::{fir_output, iir_frames, Isa, Section, FIR_LANES};
 use super::DspError;
 use crate::card::Preprocessing;
 
@@ -192,6 +192,9 @@ impl CausalChain {
     /// Group delay of the resampler's FIR in input frames (the IIR filters add
     /// their own, frequency-dependent delay).
     pub fn fir_delay_frames(&self) -> f64 {
+        if self.up == 1 && self.down == 1 {
+            return 0.0;
+        }
         (self.up as f64 * self.taps as f64 - 1.0) / 2.0 / self.up as f64
     }
 
@@ -350,12 +353,16 @@ fn polyphase_prototype(
     down: u64,
 ) -> Result<(usize, Vec<f32>), DspError> {
     if up == 1 && down == 1 {
-        return Ok((1, vec![1.0f32]));
+        // Identity: the newest frame times one (padded to the kernel's tap multiple).
+        let mut taps = vec![0.0f32; FIR_LANES];
+        taps[FIR_LANES - 1] = 1.0;
+        return Ok((FIR_LANES, taps));
     }
     let nyq = (fs_in / 2.0).min(fs_out / 2.0);
     let stop = STOP_HZ.min(nyq);
     let pass = PASS_HZ * stop / STOP_HZ;
-    let k = design::kaiser_taps(RESAMPLER_ATTEN_DB, stop - pass, fs_in);
+    // A multiple of FIR_LANES taps: the kernel keeps that many partial sums.
+    let k = design::kaiser_taps(RESAMPLER_ATTEN_DB, stop - pass, fs_in).next_multiple_of(FIR_LANES);
     let n = up as usize * k;
     if n as u64 > MAX_PROTOTYPE {
         return Err(DspError::UnsupportedRate {

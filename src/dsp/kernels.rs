@@ -177,6 +177,12 @@ fn iir_lanes<const W: usize>(
     }
 }
 
+/// Partial sums per output in the FIR: taps `t ≡ r (mod FIR_LANES)` go to
+/// sum `r`, combined as `(p0 + p1) + (p2 + p3)`. Four independent addition
+/// chains hide the adder's latency; every variant uses this same order.
+/// Tap counts must be multiples of it (the designer rounds up).
+pub(crate) const FIR_LANES: usize = 4;
+
 /// `W` channels at a time with the accumulators in registers over all taps.
 /// Channel counts that are not a multiple of `W` finish with one block that
 /// overlaps the previous one (recomputing a few channels, with the same
@@ -190,14 +196,9 @@ fn fir_impl<const W: usize>(h: &[f32], win: &[f32], n_ch: usize, out: &mut Vec<f
         if W > 8 && n_ch >= 8 {
             return fir_impl::<8>(h, win, n_ch, out);
         }
-        for c in 0..n_ch {
-            let mut acc = 0.0f32;
-            for (t, &ht) in h.iter().enumerate() {
-                acc += ht * win[t * n_ch + c];
-            }
-            out.push(acc);
+        if W > 1 {
+            return fir_impl::<1>(h, win, n_ch, out);
         }
-        return;
     }
     let base = out.len();
     out.resize(base + n_ch, 0.0);
@@ -205,14 +206,19 @@ fn fir_impl<const W: usize>(h: &[f32], win: &[f32], n_ch: usize, out: &mut Vec<f
     let mut c0 = 0;
     loop {
         let start = c0.min(n_ch - W);
-        let mut acc = [0.0f32; W];
-        for (t, &ht) in h.iter().enumerate() {
-            let row = &win[t * n_ch + start..t * n_ch + start + W];
-            for j in 0..W {
-                acc[j] += ht * row[j];
+        let mut acc = [[0.0f32; W]; FIR_LANES];
+        for (t4, h4) in h.chunks_exact(FIR_LANES).enumerate() {
+            for (r, &ht) in h4.iter().enumerate() {
+                let t = t4 * FIR_LANES + r;
+                let row = &win[t * n_ch + start..t * n_ch + start + W];
+                for j in 0..W {
+                    acc[r][j] += ht * row[j];
+                }
             }
         }
-        dst[start..start + W].copy_from_slice(&acc);
+        for j in 0..W {
+            dst[start + j] = (acc[0][j] + acc[1][j]) + (acc[2][j] + acc[3][j]);
+        }
         c0 = start + W;
         if c0 >= n_ch {
             break;
@@ -247,7 +253,7 @@ mod tests {
             let input: Vec<f32> = (0..n_ch * frames)
                 .map(|i| ((i * 7919) % 101) as f32 - 50.0)
                 .collect();
-            let h: Vec<f32> = (0..23).map(|t| (t as f32 * 0.37).sin()).collect();
+            let h: Vec<f32> = (0..24).map(|t| (t as f32 * 0.37).sin()).collect();
             let mut results = Vec::new();
             let mut isas = vec![Isa::Generic];
             if Isa::detect() != Isa::Generic {
@@ -262,7 +268,7 @@ mod tests {
                 let mut dst = vec![0.0f32; n_ch * frames];
                 iir_frames(isa, &secs, &mut s1, &mut s2, n_ch, &input, &mut dst);
                 let mut out = Vec::new();
-                fir_output(isa, &h, &dst[..23 * n_ch], n_ch, &mut out);
+                fir_output(isa, &h, &dst[..24 * n_ch], n_ch, &mut out);
                 results.push((dst, out, s1));
             }
             for r in &results[1..] {

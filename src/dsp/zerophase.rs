@@ -43,13 +43,23 @@
 //!   pads each intermediate signal by reflection while we pad only the raw
 //!   signal, so the first and last seconds differ slightly. The test prints the
 //!   relative L2 error both away from the edges (target ≤ 1e-2) and overall.
-//! * Arithmetic is f64 like MNE; inputs and outputs are f32 µV (MNE keeps f64
-//!   volts), which adds ~1e-7 relative rounding.
+//! * **Single precision.** The transforms run in f32 (the plan's filter
+//!   responses and chirps are computed in f64); MNE works in f64 volts. This
+//!   adds ~1e-7 relative rounding (the MNE test measures the total).
+//! * **The resampler's inverse FFT** (`irfft` of the new length, e.g. 52429 =
+//!   13·37·109, which needs Bluestein's algorithm) is evaluated as a chirp-z
+//!   transform over only the outputs kept and the non-zero bins: the same sums
+//!   with about half the work (see `ResampleStage`).
+//! * Plans (kernels' responses, chirps, FFT set-ups) are cached per thread by
+//!   (length, rate, parameters): files of equal length reuse them.
 
+use std::cell::RefCell;
+use std::f64::consts::PI;
 use std::sync::Arc;
 
-use realfft::num_complex::Complex;
+use realfft::num_complex::{Complex, Complex32};
 use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
+use rustfft::{Fft, FftPlanner};
 
 use super::DspError;
 use crate::card::Preprocessing;
@@ -201,28 +211,35 @@ pub fn mne_notch_kernel(fs: f64, f0: f64) -> Result<Vec<f64>, DspError> {
 }
 
 /// MNE's `_smart_pad(x, (left, right), "reflect_limited")` into `out`.
-pub fn reflect_limited(x: &[f64], left: usize, right: usize, out: &mut Vec<f64>) {
+pub fn reflect_limited<
+    T: Copy + Default + std::ops::Sub<Output = T> + std::ops::Add<Output = T>,
+>(
+    x: &[T],
+    left: usize,
+    right: usize,
+    out: &mut Vec<T>,
+) {
     let n = x.len();
     out.clear();
     out.reserve(n + left + right);
     if n == 0 {
-        out.resize(left + right, 0.0);
+        out.resize(left + right, T::default());
         return;
     }
     let lz = (left + 1).saturating_sub(n);
-    out.resize(lz, 0.0);
+    out.resize(lz, T::default());
     let (first, last) = (x[0], x[n - 1]);
     // 2*x[0] - x[left:0:-1]
     for k in (1..=left.min(n - 1)).rev() {
-        out.push(2.0 * first - x[k]);
+        out.push(first + first - x[k]);
     }
     out.extend_from_slice(x);
     // 2*x[-1] - x[-2:-right-2:-1]
     for k in 0..right.min(n - 1) {
-        out.push(2.0 * last - x[n - 2 - k]);
+        out.push(last + last - x[n - 2 - k]);
     }
     let rz = (right + 1).saturating_sub(n);
-    out.resize(out.len() + rz, 0.0);
+    out.resize(out.len() + rz, T::default());
 }
 
 /// Python's `round()` (half to even) to an integer.
@@ -261,55 +278,63 @@ impl ResamplePlan {
     }
 }
 
-/// Real FFT pair of one length with its scratch buffers.
-struct Fft {
-    len: usize,
-    fwd: Arc<dyn RealToComplex<f64>>,
-    inv: Arc<dyn ComplexToReal<f64>>,
+thread_local! {
+    /// FFT planners per thread: plans (twiddles, Bluestein set-ups) for a
+    /// length are made once and shared by every later chain of that length
+    /// on this thread (dataset makers see many files of few lengths).
+    static PLANNERS: RefCell<Planners> = RefCell::new(Planners::default());
 }
 
-impl Fft {
-    fn new(planner: &mut RealFftPlanner<f64>, len: usize) -> Self {
+struct Planners {
+    real32: RealFftPlanner<f32>,
+    complex32: FftPlanner<f32>,
+    real64: RealFftPlanner<f64>,
+    complex64: FftPlanner<f64>,
+}
+
+impl Default for Planners {
+    fn default() -> Self {
         Self {
-            len,
-            fwd: planner.plan_fft_forward(len),
-            inv: planner.plan_fft_inverse(len),
+            real32: RealFftPlanner::new(),
+            complex32: FftPlanner::new(),
+            real64: RealFftPlanner::new(),
+            complex64: FftPlanner::new(),
         }
     }
 }
 
-/// Amplitude response of a centred odd-length kernel on an `fft.len` grid
-/// (real: the kernel is symmetric), i.e. the spectrum of circular centred
-/// convolution with it.
-fn kernel_response(kernel: &[f64], fft: &Fft) -> Result<Vec<f64>, DspError> {
-    let n = fft.len;
-    let half = kernel.len() / 2;
-    if kernel.len() > n {
-        return Err(DspError::Design(format!(
-            "kernel of {} taps longer than FFT {n}",
-            kernel.len()
-        )));
-    }
-    let mut buf = vec![0.0; n];
-    for (i, &v) in kernel.iter().enumerate() {
-        let pos = (i + n - half) % n;
-        buf[pos] += v;
-    }
-    let mut spec = fft.fwd.make_output_vec();
-    fft.fwd
-        .process(&mut buf, &mut spec)
-        .map_err(|e| DspError::Design(format!("FFT: {e}")))?;
-    Ok(spec.iter().map(|c| c.re).collect())
+fn fft_err(e: realfft::FftError) -> DspError {
+    DspError::Design(format!("FFT: {e}"))
 }
 
-/// Response of the cascade of `kernels` on an `fft.len` grid: the product of
-/// their responses (the spectrum of the combined kernel `h_bp ∗ h_notch`,
-/// without computing that convolution).
-fn cascade_response(kernels: &[Vec<f64>], fft: &Fft) -> Result<Vec<f64>, DspError> {
-    let mut resp = vec![1.0; fft.len / 2 + 1];
+/// Amplitude response (real: the kernels are symmetric) of the cascade of
+/// centred odd-length `kernels` on an `len`-point grid, bins `0..=len/2`:
+/// the spectrum of circular centred convolution with `h_bp ∗ h_notch`,
+/// computed as the product of the kernels' responses. In f64, once per plan.
+fn cascade_response(
+    kernels: &[Vec<f64>],
+    len: usize,
+    planners: &mut Planners,
+) -> Result<Vec<f64>, DspError> {
+    let fwd = planners.real64.plan_fft_forward(len);
+    let mut resp = vec![1.0; len / 2 + 1];
+    let mut buf = vec![0.0; len];
+    let mut spec = fwd.make_output_vec();
     for k in kernels {
-        for (r, h) in resp.iter_mut().zip(kernel_response(k, fft)?) {
-            *r *= h;
+        if k.len() > len {
+            return Err(DspError::Design(format!(
+                "kernel of {} taps longer than FFT {len}",
+                k.len()
+            )));
+        }
+        buf.iter_mut().for_each(|v| *v = 0.0);
+        let half = k.len() / 2;
+        for (i, &v) in k.iter().enumerate() {
+            buf[(i + len - half) % len] += v;
+        }
+        fwd.process(&mut buf, &mut spec).map_err(fft_err)?;
+        for (r, c) in resp.iter_mut().zip(&spec) {
+            *r *= c.re;
         }
     }
     Ok(resp)
@@ -334,35 +359,209 @@ fn next_fast_len(n: usize) -> usize {
     best
 }
 
-/// The zero-phase chain for signals of one length and rate: kernels, FFT
-/// plans and scratch, reused across channels.
+/// `exp(iπ t²/n)`, with `t² mod 2n` taken exactly in integers.
+fn chirp(t: i64, n: usize) -> Complex<f64> {
+    let tt = (t.unsigned_abs() as u128 * t.unsigned_abs() as u128 % (2 * n as u128)) as f64;
+    let a = PI * tt / n as f64;
+    Complex::new(a.cos(), a.sin())
+}
+
+/// The separate filtering stage: real FFT convolution with reflect-limited
+/// padding (used when there is no resampling, or when the resampler's
+/// padding is shorter than the kernel).
+struct FilterStage {
+    len: usize,
+    fwd: Arc<dyn RealToComplex<f32>>,
+    inv: Arc<dyn ComplexToReal<f32>>,
+    /// Response × 1/len, bins 0..=len/2.
+    resp: Vec<f32>,
+}
+
+/// MNE's FFT resampling, evaluated with a chirp-z transform.
+///
+/// MNE's `irfft` has the new length (e.g. 52429 = 13·37·109 for a 182-s
+/// eegmat file), which FFT libraries can only do by Bluestein's algorithm on
+/// the full length. We need only `final_len` of its outputs and only its
+/// `B` non-zero input bins, so we evaluate exactly those outputs with one
+/// chirp-z transform (a convolution of length `B + final_len − 1`, done by a
+/// fast-size complex FFT pair): the same sums, about half the work.
+struct ResampleStage {
+    plan: ResamplePlan,
+    fwd: Arc<dyn RealToComplex<f32>>,
+    /// Non-zero input bins `B`.
+    bins: usize,
+    /// Per-bin factor: irfft weight, MNE's Nyquist factor, 1/orig_len,
+    /// `W^(j0·k)`, chirp `C(k)`, and the filters' response when fused.
+    pre: Vec<Complex32>,
+    /// Convolution length and its FFTs.
+    conv_len: usize,
+    fft: Arc<dyn Fft<f32>>,
+    ifft: Arc<dyn Fft<f32>>,
+    /// FFT of the conjugate chirp, × 1/conv_len.
+    vspec: Vec<Complex32>,
+    /// Output chirp `C(m)`, `m < final_len`.
+    post: Vec<Complex32>,
+}
+
+impl ResampleStage {
+    fn new(plan: ResamplePlan, resp: Option<&[f64]>, p: &mut Planners) -> Self {
+        let n_new = plan.new_len;
+        let orig = plan.orig_len;
+        let bins = (orig / 2 + 1).min(n_new / 2 + 1);
+        let shorter = n_new < orig;
+        let use_len = if shorter { n_new } else { orig };
+        let j0 = plan.trim0;
+        let jn = plan.final_len;
+        let scale = 1.0 / orig as f64;
+        let pre: Vec<Complex32> = (0..bins)
+            .map(|k| {
+                let mut w = if k == 0 || (n_new.is_multiple_of(2) && 2 * k == n_new) {
+                    1.0
+                } else {
+                    2.0
+                };
+                if use_len.is_multiple_of(2) && 2 * k == use_len {
+                    w *= if shorter { 2.0 } else { 0.5 };
+                }
+                if let Some(r) = resp {
+                    w *= r[k];
+                }
+                let a = 2.0 * PI * ((j0 as u128 * k as u128) % n_new as u128) as f64 / n_new as f64;
+                let c = Complex::new(a.cos(), a.sin()) * chirp(k as i64, n_new) * (w * scale);
+                Complex32::new(c.re as f32, c.im as f32)
+            })
+            .collect();
+        let conv_len = next_fast_len(bins + jn - 1);
+        let fft = p.complex32.plan_fft_forward(conv_len);
+        let ifft = p.complex32.plan_fft_inverse(conv_len);
+        // v_t = conj(C(t)) for t in −(B−1)..=J−1, circularly placed; its FFT in f64.
+        let mut v = vec![Complex::<f64>::new(0.0, 0.0); conv_len];
+        for t in -(bins as i64 - 1)..jn as i64 {
+            v[t.rem_euclid(conv_len as i64) as usize] = chirp(t, n_new).conj();
+        }
+        p.complex64.plan_fft_forward(conv_len).process(&mut v);
+        let vspec = v
+            .iter()
+            .map(|c| {
+                let c = c / conv_len as f64;
+                Complex32::new(c.re as f32, c.im as f32)
+            })
+            .collect();
+        let post = (0..jn)
+            .map(|m| {
+                let c = chirp(m as i64, n_new);
+                Complex32::new(c.re as f32, c.im as f32)
+            })
+            .collect();
+        Self {
+            plan,
+            fwd: p.real32.plan_fft_forward(orig),
+            bins,
+            pre,
+            conv_len,
+            fft,
+            ifft,
+            vspec,
+            post,
+        }
+    }
+}
+
+/// The zero-phase chain for signals of one length and rate: kernels' responses,
+/// FFT plans and scratch, reused across channels. All transforms run in f32
+/// (the plan's responses and chirps are computed in f64).
 pub struct ZeroPhaseChain {
+    plan: Arc<Plan>,
+    pad: Vec<f32>,
+    spec: Vec<Complex32>,
+    conv: Vec<Complex32>,
+    scratch: Vec<Complex32>,
+    tmp: Vec<f32>,
+}
+
+/// Everything about a chain that depends only on (length, rate,
+/// preprocessing): shared through a small per-thread cache.
+struct Plan {
     n: usize,
-    /// Band-pass and notch kernels (empty: no filtering).
-    kernels: Vec<Vec<f64>>,
-    /// Half-length of the combined kernel.
+    kernel_len: usize,
     half: usize,
-    resample: Option<ResamplePlan>,
-    /// Filtering inside the resampler's FFT (padding long enough).
     fused: bool,
-    /// Separate filtering FFT and the kernel's response on its grid.
-    filt_fft: Option<(Fft, Vec<f64>)>,
-    /// Resampler FFTs (orig_len forward, new_len inverse) and, when fused,
-    /// the kernel's response on the orig_len grid.
-    res_fwd: Option<Arc<dyn RealToComplex<f64>>>,
-    res_inv: Option<Arc<dyn ComplexToReal<f64>>>,
-    res_resp: Option<Vec<f64>>,
-    pad: Vec<f64>,
-    spec: Vec<Complex<f64>>,
-    spec2: Vec<Complex<f64>>,
-    tmp: Vec<f64>,
-    out: Vec<f64>,
-    scratch_c: Vec<Complex<f64>>,
+    filt: Option<FilterStage>,
+    res: Option<ResampleStage>,
+}
+
+/// (n, fs, band edges, notch, output rate) as bits.
+type PlanKey = (usize, u64, Option<[u64; 2]>, Option<u64>, u64);
+
+/// Plans kept per thread (dataset makers see many files of a few lengths).
+const PLAN_CACHE: usize = 8;
+
+thread_local! {
+    static PLAN_CACHE_TL: RefCell<Vec<(PlanKey, Arc<Plan>)>> = const { RefCell::new(Vec::new()) };
 }
 
 impl ZeroPhaseChain {
-    /// Plans the chain for channels of `n` samples at `fs`.
+    /// Plans the chain for channels of `n` samples at `fs` (or takes the
+    /// plan from this thread's cache).
     pub fn new(n: usize, fs: f64, pre: &Preprocessing) -> Result<Self, DspError> {
+        let key: PlanKey = (
+            n,
+            fs.to_bits(),
+            pre.bandpass_hz.map(|[a, b]| [a.to_bits(), b.to_bits()]),
+            pre.notch_hz.map(f64::to_bits),
+            pre.sample_rate_hz.to_bits(),
+        );
+        let cached = PLAN_CACHE_TL.with(|c| {
+            c.borrow()
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, p)| p.clone())
+        });
+        let plan = match cached {
+            Some(p) => p,
+            None => {
+                let p = Arc::new(Plan::new(n, fs, pre)?);
+                PLAN_CACHE_TL.with(|c| {
+                    let mut c = c.borrow_mut();
+                    if c.len() >= PLAN_CACHE {
+                        c.remove(0);
+                    }
+                    c.push((key, p.clone()));
+                });
+                p
+            }
+        };
+        Ok(Self {
+            plan,
+            pad: Vec::new(),
+            spec: Vec::new(),
+            conv: Vec::new(),
+            scratch: Vec::new(),
+            tmp: Vec::new(),
+        })
+    }
+
+    /// Output length per channel (MNE's `round(n · 200 / fs)`).
+    pub fn output_len(&self) -> usize {
+        self.plan
+            .res
+            .as_ref()
+            .map_or(self.plan.n, |r| r.plan.final_len)
+    }
+
+    /// Whether filtering runs inside the resampler's FFT (see module docs).
+    pub fn is_fused(&self) -> bool {
+        self.plan.fused
+    }
+
+    /// Length of the combined band-pass ∗ notch kernel (0: no filtering).
+    pub fn kernel_len(&self) -> usize {
+        self.plan.kernel_len
+    }
+}
+
+impl Plan {
+    fn new(n: usize, fs: f64, pre: &Preprocessing) -> Result<Self, DspError> {
         super::causal::check_output_rate(pre)?;
         if !(fs.is_finite() && fs > 0.0) {
             return Err(DspError::UnsupportedRate {
@@ -381,162 +580,127 @@ impl ZeroPhaseChain {
         let kernels: Vec<Vec<f64>> = bp.into_iter().chain(notch).collect();
         // half-length of the combined kernel (lengths are odd)
         let half = kernels.iter().map(|k| k.len() / 2).sum::<usize>();
+        let kernel_len = if kernels.is_empty() { 0 } else { 2 * half + 1 };
         let fs_out = pre.sample_rate_hz;
         // MNE's _check_resamp_noop (rtol 1e-6)
-        let resample = if (fs - fs_out).abs() <= 1e-6 * fs_out {
+        let plan = if (fs - fs_out).abs() <= 1e-6 * fs_out {
             None
         } else {
             Some(ResamplePlan::new(n, fs_out / fs))
         };
-        let fused = match &resample {
+        let fused = match &plan {
             Some(r) => !kernels.is_empty() && r.npad0 >= half && r.npad1 >= half,
             None => false,
         };
-        let mut planner = RealFftPlanner::<f64>::new();
-        let filt_fft = if !kernels.is_empty() && !fused {
-            let fft = Fft::new(&mut planner, next_fast_len(n + 2 * half).max(2 * half + 1));
-            let resp = cascade_response(&kernels, &fft)?;
-            Some((fft, resp))
-        } else {
-            None
-        };
-        let (res_fwd, res_inv, res_resp) = match &resample {
-            Some(r) => {
-                let fwd = Fft::new(&mut planner, r.orig_len);
-                let resp = if fused {
-                    Some(cascade_response(&kernels, &fwd)?)
-                } else {
-                    None
-                };
-                (
-                    Some(fwd.fwd),
-                    Some(planner.plan_fft_inverse(r.new_len)),
-                    resp,
-                )
-            }
-            None => (None, None, None),
-        };
-        Ok(Self {
-            n,
-            kernels,
-            half,
-            resample,
-            fused,
-            filt_fft,
-            res_fwd,
-            res_inv,
-            res_resp,
-            pad: Vec::new(),
-            spec: Vec::new(),
-            spec2: Vec::new(),
-            tmp: Vec::new(),
-            out: Vec::new(),
-            scratch_c: Vec::new(),
+        PLANNERS.with(|cell| {
+            let p = &mut *cell.borrow_mut();
+            let filt = if !kernels.is_empty() && !fused {
+                let len = next_fast_len(n + 2 * half).max(kernel_len);
+                let resp = cascade_response(&kernels, len, p)?;
+                Some(FilterStage {
+                    len,
+                    fwd: p.real32.plan_fft_forward(len),
+                    inv: p.real32.plan_fft_inverse(len),
+                    resp: resp.iter().map(|&r| (r / len as f64) as f32).collect(),
+                })
+            } else {
+                None
+            };
+            let res = match plan {
+                Some(plan) => {
+                    let resp = if fused {
+                        Some(cascade_response(&kernels, plan.orig_len, p)?)
+                    } else {
+                        None
+                    };
+                    Some(ResampleStage::new(plan, resp.as_deref(), p))
+                }
+                None => None,
+            };
+            Ok(Self {
+                n,
+                kernel_len,
+                half,
+                fused,
+                filt,
+                res,
+            })
         })
     }
+}
 
-    /// Output length per channel (MNE's `round(n · 200 / fs)`).
-    pub fn output_len(&self) -> usize {
-        self.resample.map_or(self.n, |r| r.final_len)
-    }
-
-    /// Whether filtering runs inside the resampler's FFT (see module docs).
-    pub fn is_fused(&self) -> bool {
-        self.fused
-    }
-
-    /// Length of the combined band-pass ∗ notch kernel.
-    pub fn kernel_len(&self) -> usize {
-        if self.kernels.is_empty() {
-            0
-        } else {
-            2 * self.half + 1
-        }
-    }
-
+impl ZeroPhaseChain {
     /// Processes one channel of `n` samples.
     pub fn process_channel(&mut self, x: &[f32]) -> Result<Vec<f32>, DspError> {
-        if x.len() != self.n {
+        let plan = &*self.plan;
+        if x.len() != plan.n {
             return Err(DspError::RaggedChannels {
                 channel: 0,
                 len: x.len(),
-                expected: self.n,
+                expected: plan.n,
             });
         }
-        let fft_err = |e: realfft::FftError| DspError::Design(format!("FFT: {e}"));
         self.tmp.clear();
-        self.tmp.extend(x.iter().map(|&v| v as f64));
+        self.tmp.extend_from_slice(x);
         // 1. Separate filtering stage (no resampling, or padding too short).
-        if let Some((fft, resp)) = &self.filt_fft {
-            let half = self.half;
-            let right = fft.len - self.n - half;
-            reflect_limited(&self.tmp, half, right, &mut self.pad);
-            self.spec.resize(fft.len / 2 + 1, Complex::default());
-            fft.fwd
-                .process(&mut self.pad, &mut self.spec)
+        if let Some(f) = &plan.filt {
+            let half = plan.half;
+            reflect_limited(&self.tmp, half, f.len - plan.n - half, &mut self.pad);
+            self.spec.resize(f.len / 2 + 1, Complex32::default());
+            self.scratch.resize(
+                f.fwd.get_scratch_len().max(f.inv.get_scratch_len()),
+                Complex32::default(),
+            );
+            f.fwd
+                .process_with_scratch(&mut self.pad, &mut self.spec, &mut self.scratch)
                 .map_err(fft_err)?;
-            for (c, &h) in self.spec.iter_mut().zip(resp) {
-                *c *= h / fft.len as f64;
+            for (c, &h) in self.spec.iter_mut().zip(&f.resp) {
+                *c *= h;
             }
             self.spec[0].im = 0.0;
-            if fft.len % 2 == 0 {
+            if f.len.is_multiple_of(2) {
                 let last = self.spec.len() - 1;
                 self.spec[last].im = 0.0;
             }
-            self.pad.resize(fft.len, 0.0);
-            fft.inv
-                .process(&mut self.spec, &mut self.pad)
+            self.pad.resize(f.len, 0.0);
+            f.inv
+                .process_with_scratch(&mut self.spec, &mut self.pad, &mut self.scratch)
                 .map_err(fft_err)?;
             self.tmp.clear();
-            self.tmp.extend_from_slice(&self.pad[half..half + self.n]);
+            self.tmp.extend_from_slice(&self.pad[half..half + plan.n]);
         }
-        // 2. MNE's FFT resampling (with the filter's response when fused).
-        let Some(r) = self.resample else {
-            return Ok(self.tmp.iter().map(|&v| v as f32).collect());
+        // 2. MNE's FFT resampling (with the filters' response when fused).
+        let Some(r) = &plan.res else {
+            return Ok(self.tmp.clone());
         };
-        let (Some(fwd), Some(inv)) = (&self.res_fwd, &self.res_inv) else {
-            return Err(DspError::Design("resampler FFTs not planned".into()));
-        };
-        reflect_limited(&self.tmp, r.npad0, r.npad1, &mut self.pad);
-        self.spec.resize(r.orig_len / 2 + 1, Complex::default());
-        self.scratch_c
-            .resize(fwd.get_scratch_len(), Complex::default());
-        fwd.process_with_scratch(&mut self.pad, &mut self.spec, &mut self.scratch_c)
+        reflect_limited(&self.tmp, r.plan.npad0, r.plan.npad1, &mut self.pad);
+        self.spec
+            .resize(r.plan.orig_len / 2 + 1, Complex32::default());
+        let scratch_len = r
+            .fwd
+            .get_scratch_len()
+            .max(r.fft.get_inplace_scratch_len())
+            .max(r.ifft.get_inplace_scratch_len());
+        self.scratch.resize(scratch_len, Complex32::default());
+        r.fwd
+            .process_with_scratch(&mut self.pad, &mut self.spec, &mut self.scratch)
             .map_err(fft_err)?;
-        if let (true, Some(resp)) = (self.fused, &self.res_resp) {
-            for (c, &h) in self.spec.iter_mut().zip(resp) {
-                *c *= h;
-            }
+        self.conv.clear();
+        self.conv
+            .extend(self.spec[..r.bins].iter().zip(&r.pre).map(|(x, p)| x * p));
+        self.conv.resize(r.conv_len, Complex32::default());
+        r.fft
+            .process_with_scratch(&mut self.conv, &mut self.scratch);
+        for (c, v) in self.conv.iter_mut().zip(&r.vspec) {
+            *c *= v;
         }
-        let shorter = r.new_len < r.orig_len;
-        let use_len = if shorter { r.new_len } else { r.orig_len };
-        if use_len % 2 == 0 {
-            let nyq = use_len / 2;
-            if nyq < self.spec.len() {
-                self.spec[nyq] *= if shorter { 2.0 } else { 0.5 };
-            }
-        }
-        // irfft(X, new_len): truncate or zero-extend the spectrum; scale by
-        // W = new/orig and irfft's 1/new → 1/orig.
-        let bins = r.new_len / 2 + 1;
-        self.spec2.clear();
-        self.spec2.resize(bins, Complex::default());
-        let scale = 1.0 / r.orig_len as f64;
-        for (d, s) in self.spec2.iter_mut().zip(&self.spec) {
-            *d = *s * scale;
-        }
-        self.spec2[0].im = 0.0;
-        if r.new_len % 2 == 0 {
-            self.spec2[bins - 1].im = 0.0;
-        }
-        self.out.resize(r.new_len, 0.0);
-        self.scratch_c
-            .resize(inv.get_scratch_len(), Complex::default());
-        inv.process_with_scratch(&mut self.spec2, &mut self.out, &mut self.scratch_c)
-            .map_err(fft_err)?;
-        Ok(self.out[r.trim0..r.trim0 + r.final_len]
+        r.ifft
+            .process_with_scratch(&mut self.conv, &mut self.scratch);
+        Ok(self
+            .conv
             .iter()
-            .map(|&v| v as f32)
+            .zip(&r.post)
+            .map(|(y, c)| y.re * c.re - y.im * c.im)
             .collect())
     }
 }
