@@ -29,13 +29,14 @@
 //!
 //! Why safetensors: a plain, documented, memory-mappable layout that PyTorch
 //! (`safetensors.torch.load_file`), numpy and Rust all read without code
-//! execution; shards keep every file a manageable size (default 1 GiB) and let
+//! execution; shards keep every file a manageable size (default 512 MiB) and let
 //! writers stream. [`Dataset::open`] maps the shards (`memmap2`) and copies a
 //! window only when asked, so opening a dataset of any size is instant and
 //! random access costs one `memcpy` per window.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use labramd::card::{Preprocessing, PATCH_SIZE};
@@ -200,30 +201,55 @@ pub struct Window {
     pub offset: usize,
 }
 
+/// Bytes reserved for a shard's JSON header (the real header is ~0.5 KB and is
+/// padded with spaces, which the safetensors format allows). A fixed size lets
+/// the writer stream windows straight into the file and write the header,
+/// whose offsets depend on the final count, last.
+const HEADER_RESERVE: usize = 4096;
+
 /// Writes windows split by split into shards; [`DatasetWriter::finish`] writes
 /// `meta.json` last, so a directory with a `meta.json` is complete.
+///
+/// Windows stream to disk as they arrive (one open shard per split, through a
+/// buffered writer); only the per-window integers stay in memory until a shard
+/// is closed, so memory does not grow with the dataset.
 pub struct DatasetWriter {
     dir: PathBuf,
     meta: Meta,
     shard_windows: usize,
-    buffers: BTreeMap<String, ShardBuffer>,
+    open: BTreeMap<String, ShardFile>,
+    /// Reused little-endian encoding buffer.
+    encode: Vec<u8>,
 }
 
-#[derive(Default)]
-struct ShardBuffer {
-    data: Vec<u8>,
+struct ShardFile {
+    file: BufWriter<File>,
+    /// Written as `<name>.partial`, renamed to `name` when complete.
+    partial: PathBuf,
+    name: String,
     labels: Vec<i64>,
     subjects: Vec<i64>,
     sources: Vec<i64>,
     offsets: Vec<i64>,
 }
 
-fn le_bytes<T: Copy, const N: usize>(v: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(v.len() * N);
-    for &x in v {
-        out.extend_from_slice(&f(x));
+/// Writes `values` little-endian through the reusable buffer `buf`.
+fn write_le<T: Copy, const N: usize>(
+    out: &mut impl Write,
+    buf: &mut Vec<u8>,
+    values: &[T],
+    f: impl Fn(T) -> [u8; N],
+) -> std::io::Result<()> {
+    const CHUNK: usize = 1 << 14;
+    for chunk in values.chunks(CHUNK) {
+        buf.clear();
+        buf.resize(chunk.len() * N, 0);
+        for (b, &v) in buf.chunks_exact_mut(N).zip(chunk) {
+            b.copy_from_slice(&f(v));
+        }
+        out.write_all(buf)?;
     }
-    out
+    Ok(())
 }
 
 impl DatasetWriter {
@@ -254,7 +280,10 @@ impl DatasetWriter {
         for entry in std::fs::read_dir(dir).map_err(io)? {
             let path = entry.map_err(io)?.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if name == META_FILE || name.ends_with(".safetensors") {
+            if name == META_FILE
+                || name.ends_with(".safetensors")
+                || name.ends_with(".safetensors.partial")
+            {
                 std::fs::remove_file(&path).map_err(|source| FormatError::Io { path, source })?;
             }
         }
@@ -266,7 +295,8 @@ impl DatasetWriter {
                 splits: BTreeMap::new(),
                 ..meta
             },
-            buffers: BTreeMap::new(),
+            open: BTreeMap::new(),
+            encode: Vec::new(),
         })
     }
 
@@ -287,99 +317,165 @@ impl DatasetWriter {
 
     /// Appends one window to `split`.
     pub fn push(&mut self, split: &str, w: &Window) -> Result<(), FormatError> {
-        let expected = self.meta.channels.len() * self.meta.window_samples();
-        if w.data.len() != expected {
+        self.push_windows(split, &w.data, &[w.label], w.subject, w.source, &[w.offset])
+    }
+
+    /// Appends windows of one recording to `split`: `data` holds
+    /// `labels.len()` windows back to back (each `[C, P, 200]`), with their
+    /// labels and offsets.
+    pub fn push_windows(
+        &mut self,
+        split: &str,
+        data: &[f32],
+        labels: &[usize],
+        subject: usize,
+        source: usize,
+        offsets: &[usize],
+    ) -> Result<(), FormatError> {
+        let wl = self.meta.channels.len() * self.meta.window_samples();
+        if data.len() != wl * labels.len() || offsets.len() != labels.len() {
             return Err(FormatError::Shape {
-                got: vec![w.data.len()],
-                expected: vec![expected],
+                got: vec![data.len(), labels.len(), offsets.len()],
+                expected: vec![wl * labels.len(), labels.len(), labels.len()],
             });
         }
         let n_classes = self.meta.classes.len();
-        let entry = self.meta.splits.entry(split.to_string()).or_default();
-        entry.windows += 1;
-        if entry.class_counts.len() < n_classes {
-            entry.class_counts.resize(n_classes, 0);
+        if let Some(&bad) = labels.iter().find(|&&l| l >= n_classes) {
+            return Err(FormatError::Shape {
+                got: vec![bad],
+                expected: vec![n_classes],
+            });
         }
-        if let Some(c) = entry.class_counts.get_mut(w.label) {
-            *c += 1;
-        }
-        if let Some(name) = self.meta.subjects.get(w.subject) {
-            if !entry.subjects.contains(name) {
-                entry.subjects.push(name.clone());
+        let subject_name = self.meta.subjects.get(subject).cloned();
+        for (k, (&label, &offset)) in labels.iter().zip(offsets).enumerate() {
+            let entry = self.meta.splits.entry(split.to_string()).or_default();
+            entry.windows += 1;
+            if entry.class_counts.len() < n_classes {
+                entry.class_counts.resize(n_classes, 0);
             }
-        }
-        let buf = self.buffers.entry(split.to_string()).or_default();
-        let start = buf.data.len();
-        buf.data.resize(start + w.data.len() * 4, 0);
-        for (b, v) in buf.data[start..].chunks_exact_mut(4).zip(&w.data) {
-            b.copy_from_slice(&v.to_le_bytes());
-        }
-        buf.labels.push(w.label as i64);
-        buf.subjects.push(w.subject as i64);
-        buf.sources.push(w.source as i64);
-        buf.offsets.push(w.offset as i64);
-        if buf.labels.len() >= self.shard_windows {
-            self.flush(split)?;
+            entry.class_counts[label] += 1;
+            if let Some(name) = &subject_name {
+                if !entry.subjects.contains(name) {
+                    entry.subjects.push(name.clone());
+                }
+            }
+            if !self.open.contains_key(split) {
+                let shard = self.open_shard(split)?;
+                self.open.insert(split.to_string(), shard);
+            }
+            let Some(shard) = self.open.get_mut(split) else {
+                continue;
+            };
+            write_le(
+                &mut shard.file,
+                &mut self.encode,
+                &data[k * wl..(k + 1) * wl],
+                f32::to_le_bytes,
+            )
+            .map_err(|source| FormatError::Io {
+                path: shard.partial.clone(),
+                source,
+            })?;
+            shard.labels.push(label as i64);
+            shard.subjects.push(subject as i64);
+            shard.sources.push(source as i64);
+            shard.offsets.push(offset as i64);
+            if shard.labels.len() >= self.shard_windows {
+                self.close_shard(split)?;
+            }
         }
         Ok(())
     }
 
-    fn flush(&mut self, split: &str) -> Result<(), FormatError> {
-        let Some(buf) = self.buffers.remove(split) else {
+    fn open_shard(&mut self, split: &str) -> Result<ShardFile, FormatError> {
+        let index = self.meta.splits.get(split).map_or(0, |s| s.shards.len());
+        let name = format!("{split}-{index:05}.safetensors");
+        let partial = self.dir.join(format!("{name}.partial"));
+        let io = |source| FormatError::Io {
+            path: partial.clone(),
+            source,
+        };
+        let mut file = BufWriter::with_capacity(1 << 20, File::create(&partial).map_err(io)?);
+        file.write_all(&[0u8; 8 + HEADER_RESERVE]).map_err(io)?;
+        Ok(ShardFile {
+            file,
+            partial,
+            name,
+            labels: Vec::new(),
+            subjects: Vec::new(),
+            sources: Vec::new(),
+            offsets: Vec::new(),
+        })
+    }
+
+    fn close_shard(&mut self, split: &str) -> Result<(), FormatError> {
+        let Some(mut shard) = self.open.remove(split) else {
             return Ok(());
         };
-        let n = buf.labels.len();
-        if n == 0 {
-            return Ok(());
-        }
-        let entry = self.meta.splits.entry(split.to_string()).or_default();
-        let name = format!("{split}-{:05}.safetensors", entry.shards.len());
-        let path = self.dir.join(&name);
-        let shape = vec![
+        let n = shard.labels.len();
+        let shape = [
             n,
             self.meta.channels.len(),
             self.meta.window_patches,
             self.meta.patch_size,
         ];
-        let ints = [
-            ("labels", le_bytes(&buf.labels, i64::to_le_bytes)),
-            ("subjects", le_bytes(&buf.subjects, i64::to_le_bytes)),
-            ("sources", le_bytes(&buf.sources, i64::to_le_bytes)),
-            ("offsets", le_bytes(&buf.offsets, i64::to_le_bytes)),
-        ];
-        let bad = |message: String| FormatError::Serialize {
-            path: path.clone(),
-            message,
+        let window_bytes = shape.iter().product::<usize>() * 4;
+        let io = |source| FormatError::Io {
+            path: shard.partial.clone(),
+            source,
         };
-        let mut views: Vec<(&str, TensorView<'_>)> = Vec::new();
-        views.push((
-            "windows",
-            TensorView::new(Dtype::F32, shape, &buf.data).map_err(|e| bad(e.to_string()))?,
-        ));
-        for (name, bytes) in &ints {
-            views.push((
-                name,
-                TensorView::new(Dtype::I64, vec![n], bytes).map_err(|e| bad(e.to_string()))?,
-            ));
+        let mut header = serde_json::Map::new();
+        header.insert(
+            "__metadata__".into(),
+            serde_json::json!({ "format": FORMAT, "split": split }),
+        );
+        header.insert(
+            "windows".into(),
+            serde_json::json!({ "dtype": "F32", "shape": shape, "data_offsets": [0, window_bytes] }),
+        );
+        let mut at = window_bytes;
+        for (name, col) in [
+            ("labels", &shard.labels),
+            ("subjects", &shard.subjects),
+            ("sources", &shard.sources),
+            ("offsets", &shard.offsets),
+        ] {
+            write_le(&mut shard.file, &mut self.encode, col, i64::to_le_bytes).map_err(io)?;
+            header.insert(
+                name.into(),
+                serde_json::json!({ "dtype": "I64", "shape": [n], "data_offsets": [at, at + 8 * n] }),
+            );
+            at += 8 * n;
         }
-        let info = HashMap::from([
-            ("format".to_string(), FORMAT.to_string()),
-            ("split".to_string(), split.to_string()),
-        ]);
-        safetensors::serialize_to_file(views, Some(info), &path).map_err(|e| bad(e.to_string()))?;
-        // The crate writes through a private temporary file (mode 0600); a
-        // dataset is meant to be shared like any other output file.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).map_err(
-                |source| FormatError::Io {
-                    path: path.clone(),
-                    source,
-                },
-            )?;
+        let mut text = serde_json::Value::Object(header).to_string().into_bytes();
+        if text.len() > HEADER_RESERVE {
+            return Err(FormatError::Serialize {
+                path: shard.partial.clone(),
+                message: format!(
+                    "header of {} bytes exceeds the {HEADER_RESERVE} reserved",
+                    text.len()
+                ),
+            });
         }
-        entry.shards.push(name);
+        text.resize(HEADER_RESERVE, b' ');
+        let mut file = shard.file.into_inner().map_err(|e| FormatError::Io {
+            path: shard.partial.clone(),
+            source: e.into_error(),
+        })?;
+        file.seek(SeekFrom::Start(0)).map_err(io)?;
+        file.write_all(&(HEADER_RESERVE as u64).to_le_bytes())
+            .map_err(io)?;
+        file.write_all(&text).map_err(io)?;
+        file.flush().map_err(io)?;
+        drop(file);
+        let path = self.dir.join(&shard.name);
+        std::fs::rename(&shard.partial, &path).map_err(io)?;
+        self.meta
+            .splits
+            .entry(split.to_string())
+            .or_default()
+            .shards
+            .push(shard.name);
         Ok(())
     }
 
@@ -388,14 +484,21 @@ impl DatasetWriter {
         self.meta.splits.values().map(|s| s.windows).sum()
     }
 
-    /// Flushes every split and writes `meta.json`. Returns the final metadata.
+    /// Closes every shard and writes `meta.json`. Returns the final metadata.
     pub fn finish(mut self) -> Result<Meta, FormatError> {
-        let splits: Vec<String> = self.buffers.keys().cloned().collect();
+        let splits: Vec<String> = self.open.keys().cloned().collect();
         for s in splits {
-            self.flush(&s)?;
+            self.close_shard(&s)?;
         }
         self.meta.save(&self.dir)?;
         Ok(self.meta)
+    }
+
+    /// Removes the partial shards of an abandoned run (nothing usable written).
+    pub fn abandon(self) {
+        for shard in self.open.into_values() {
+            let _ = std::fs::remove_file(&shard.partial);
+        }
     }
 }
 

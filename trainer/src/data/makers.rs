@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use labramd::card::{Preprocessing, PATCH_SIZE, SAMPLE_RATE_HZ};
 
-use super::format::{DatasetWriter, FormatError, Meta, Skipped, Window, FORMAT};
+use super::format::{DatasetWriter, FormatError, Meta, Skipped, FORMAT};
 use super::prepare::{self, Channels, Prepared};
 use super::pretrain::{StoreError, StoreWriter};
 use super::runner::{ordered_parallel, SkipReason, Summary};
@@ -173,8 +173,13 @@ pub struct WindowSpec {
     pub notes: BTreeMap<String, String>,
 }
 
+/// One recording's windows, back to back in one buffer (one allocation per
+/// file, written to the shard in one go).
+#[derive(Default)]
 struct FileWindows {
-    windows: Vec<(usize, usize, Vec<f32>)>,
+    data: Vec<f32>,
+    labels: Vec<usize>,
+    offsets: Vec<usize>,
     input_channel_samples: u64,
 }
 
@@ -187,18 +192,23 @@ fn cut_file(
     p: &Prepared,
     spec: &WindowSpec,
     common: &Common,
-) -> Result<Vec<(usize, usize, Vec<f32>)>, SkipReason> {
+) -> Result<FileWindows, SkipReason> {
     let len = spec.window_patches * PATCH_SIZE;
     let hop = secs_to_samples(spec.hop_s).max(1);
     let first = secs_to_samples(common.skip_start_s);
     let n = p.samples();
-    let mut out = Vec::new();
+    let wl = p.channels.len() * len;
+    let mut out = FileWindows::default();
     match &job.labeling {
         Labeling::File(label) => {
-            for s in windows::sliding_starts(n, len, hop, first) {
-                out.push((*label, s, windows::cut(&p.data, s, len)));
+            let starts = windows::sliding_starts(n, len, hop, first);
+            out.data.reserve_exact(starts.len() * wl);
+            for s in starts {
+                windows::cut_into(&p.data, s, len, &mut out.data);
+                out.labels.push(*label);
+                out.offsets.push(s);
             }
-            if out.is_empty() {
+            if out.labels.is_empty() {
                 return Err(SkipReason::new(
                     "too short",
                     format!(
@@ -221,7 +231,9 @@ fn cut_file(
                 let dur = secs_to_samples(ev.duration_s);
                 for s in windows::event_starts(n, onset, dur, len, hop) {
                     if s >= first {
-                        out.push((label, s, windows::cut(&p.data, s, len)));
+                        windows::cut_into(&p.data, s, len, &mut out.data);
+                        out.labels.push(label);
+                        out.offsets.push(s);
                     }
                 }
             }
@@ -240,7 +252,7 @@ fn cut_file(
                     ),
                 ));
             }
-            if out.is_empty() {
+            if out.labels.is_empty() {
                 return Err(SkipReason::new(
                     "too short",
                     "no event window fits in the recording",
@@ -278,11 +290,9 @@ fn cut_file(
                     ));
                 }
                 let start = s - ctx;
-                out.push((
-                    ev.label,
-                    start.rem_euclid(n as i64) as usize,
-                    windows::cut_wrapping(&p.data, start, len),
-                ));
+                windows::cut_wrapping_into(&p.data, start, len, &mut out.data);
+                out.labels.push(ev.label);
+                out.offsets.push(start.rem_euclid(n as i64) as usize);
             }
         }
     }
@@ -332,11 +342,9 @@ pub fn make_windows(
                 &common.preprocessing,
                 events,
             )?;
-            let windows = cut_file(job, &p, spec, common)?;
-            Ok(FileWindows {
-                windows,
-                input_channel_samples: p.input_channel_samples(),
-            })
+            let mut windows = cut_file(job, &p, spec, common)?;
+            windows.input_channel_samples = p.input_channel_samples();
+            Ok(windows)
         },
         |k, result| {
             if write_error.is_some() {
@@ -351,19 +359,17 @@ pub fn make_windows(
                 Ok(fw) => {
                     let subject = writer.subject_index(&job.subject);
                     let source = writer.source_index(&job.file.name);
-                    let count = fw.windows.len();
-                    for (label, offset, data) in fw.windows {
-                        let w = Window {
-                            data,
-                            label,
-                            subject,
-                            source,
-                            offset,
-                        };
-                        if let Err(e) = writer.push(&job.split, &w) {
-                            write_error = Some(e);
-                            return;
-                        }
+                    let count = fw.labels.len();
+                    if let Err(e) = writer.push_windows(
+                        &job.split,
+                        &fw.data,
+                        &fw.labels,
+                        subject,
+                        source,
+                        &fw.offsets,
+                    ) {
+                        write_error = Some(e);
+                        return;
                     }
                     summary.used_files += 1;
                     summary.items += count;
@@ -385,6 +391,7 @@ pub fn make_windows(
         })
         .collect();
     if summary.items == 0 {
+        writer.abandon();
         return Ok((summary, None));
     }
     let meta = writer.finish()?;

@@ -66,10 +66,15 @@ pub fn event_starts(n: usize, onset: usize, duration: usize, len: usize, hop: us
 /// channel-major vector.
 pub fn cut(data: &[Vec<f32>], start: usize, len: usize) -> Vec<f32> {
     let mut out = Vec::with_capacity(data.len() * len);
+    cut_into(data, start, len, &mut out);
+    out
+}
+
+/// [`cut`], appending to `out`.
+pub fn cut_into(data: &[Vec<f32>], start: usize, len: usize, out: &mut Vec<f32>) {
     for row in data {
         out.extend_from_slice(&row[start..start + len]);
     }
-    out
 }
 
 /// Like [`cut`], but indices wrap around the recording (`i mod n`): the
@@ -77,6 +82,12 @@ pub fn cut(data: &[Vec<f32>], start: usize, len: usize) -> Vec<f32> {
 /// times, so an event near either end borrows samples from the other end.
 pub fn cut_wrapping(data: &[Vec<f32>], start: i64, len: usize) -> Vec<f32> {
     let mut out = Vec::with_capacity(data.len() * len);
+    cut_wrapping_into(data, start, len, &mut out);
+    out
+}
+
+/// [`cut_wrapping`], appending to `out`.
+pub fn cut_wrapping_into(data: &[Vec<f32>], start: i64, len: usize, out: &mut Vec<f32>) {
     for row in data {
         let n = row.len() as i64;
         if n == 0 {
@@ -85,7 +96,6 @@ pub fn cut_wrapping(data: &[Vec<f32>], start: i64, len: usize) -> Vec<f32> {
         }
         out.extend((0..len as i64).map(|k| row[(start + k).rem_euclid(n) as usize]));
     }
-    out
 }
 
 /// First sample index `i` with `i / rate ≥ t` (numpy's
