@@ -12,6 +12,7 @@
 //!   resuming exact without saving libtorch's generator state.
 //! * [`state`]: checkpoint directories (weights, optimizer moments, run state).
 //! * [`logbook`]: JSON-lines log, progress bar; [`plots`]: PNG curves.
+//! * [`publish`]: a finished fine-tuning run exported to ONNX with a complete card.
 //! * [`windows`]: the training/evaluation windows in groups of equal electrodes, batching.
 //! * [`runner`]: the loop shared by the three stages; [`stages`]: what each stage
 //!   computes (the networks of [`crate::model`] on the windows).
@@ -21,6 +22,7 @@ pub mod losses;
 pub mod nets;
 pub mod optim;
 pub mod plots;
+pub mod publish;
 pub mod rng;
 pub mod runner;
 pub mod schedule;

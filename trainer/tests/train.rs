@@ -434,3 +434,61 @@ fn ctrl_c_saves_a_checkpoint_and_resume_finishes() {
         final_weights(&b.join("run"), 10)
     );
 }
+
+/// Fine-tuning LaBraM-Base from the official-format golden `pretrain_base.pth` runs end
+/// to end: the `student.` weights are taken, `fc_norm`/`head` re-initialised and
+/// reported; `--export` writes the ONNX model with a card that records the classes,
+/// electrodes, window, data, split and test metrics.
+#[test]
+fn finetune_from_official_pth_and_export() {
+    let golden = shared().join("golden/pretrain_base.pth");
+    assert!(golden.exists(), "{} is missing", golden.display());
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("data");
+    tiny_dataset(&data);
+    let cfg = d.path().join("base.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "stage: finetune\nmodel: {{variant: base, num_classes: 2}}\ninit: {}\n\
+             data: {{dataset: {}}}\noptim: {{warmup_epochs: 0}}\n\
+             train: {{epochs: 1, batch_size: 8, max_steps_per_epoch: 2, output_dir: {}}}\n",
+            golden.display(),
+            data.display(),
+            d.path().join("run").display()
+        ),
+    )
+    .unwrap();
+    let onnx = d.path().join("m.onnx");
+    let out = run_ok(
+        trainer()
+            .args(["finetune", "--no-plots", "--config"])
+            .arg(&cfg)
+            .arg("--export")
+            .arg(&onnx),
+    );
+    assert!(out.contains("took the `student.*` weights"), "{out}");
+    assert!(
+        out.contains("fc_norm.weight") && out.contains("head.weight"),
+        "{out}"
+    );
+    assert!(onnx.exists());
+    let card = labramd::card::ModelCard::load(&d.path().join("m.yaml")).unwrap();
+    assert!(card.trained);
+    assert_eq!(card.classes, ["low", "high"]);
+    assert_eq!(card.channels, TINY_CHANNELS);
+    assert_eq!(card.window_patches, 2);
+    let p = &card.provenance;
+    assert!(p.metrics.contains_key("test_balanced_accuracy"), "{p:?}");
+    assert!(p.split.as_deref().unwrap_or("").contains("S5"), "{p:?}");
+    assert!(p
+        .command
+        .as_deref()
+        .unwrap_or("")
+        .starts_with("labram-trainer finetune"));
+    assert!(!p
+        .command
+        .as_deref()
+        .unwrap_or("")
+        .contains(&*d.path().to_string_lossy()));
+}

@@ -64,6 +64,32 @@ pub struct Args {
     /// Do not draw PNG plots.
     #[arg(long)]
     pub no_plots: bool,
+    /// finetune: when the run is finished, export its best weights to this ONNX file,
+    /// with a model card (`.yaml` beside it) recording classes, electrodes, window, hop,
+    /// preprocessing, data, split, test metrics and the command.
+    #[arg(long)]
+    pub export: Option<PathBuf>,
+}
+
+/// The command as recorded in a model card: file names only, never local paths.
+fn recorded_command(command: &str, a: &Args) -> String {
+    let name = |p: &PathBuf| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let mut c = format!("labram-trainer {command}");
+    if let Some(p) = &a.config {
+        c.push_str(&format!(" --config configs/{}", name(p)));
+    }
+    if let Some(p) = &a.init {
+        c.push_str(&format!(" --init {}", name(p)));
+    }
+    if let Some(s) = a.seed {
+        c.push_str(&format!(" --seed {s}"));
+    }
+    c.push_str(&format!(" --device {}", a.device));
+    c
 }
 
 fn parse_device(s: &str) -> anyhow::Result<tch::Device> {
@@ -93,6 +119,11 @@ fn parse_device(s: &str) -> anyhow::Result<tch::Device> {
 
 pub fn run(stage: Stage, args: Args) -> anyhow::Result<()> {
     let device = parse_device(&args.device)?;
+    let command = stage.name().command();
+    if args.export.is_some() && !matches!(stage, Stage::Finetune) {
+        bail!("--export: only `finetune` makes a classifier to export");
+    }
+    let recorded = recorded_command(command, &args);
     let opts = SessionOptions {
         config: args.config,
         device,
@@ -103,9 +134,12 @@ pub fn run(stage: Stage, args: Args) -> anyhow::Result<()> {
         stop_after_steps: args.stop_after_steps,
         plots: !args.no_plots,
     };
-    let command = stage.name().command();
     match session::run(stage.name(), &opts).with_context(|| format!("labram-trainer {command}"))? {
-        Finished::Done { run_dir, metrics } => {
+        Finished::Done {
+            run_dir,
+            metrics,
+            config,
+        } => {
             println!("finished: {}", run_dir.display());
             if let Some(b) = metrics.get("best").filter(|b| !b.is_null()) {
                 println!(
@@ -124,6 +158,20 @@ pub fn run(stage: Stage, args: Args) -> anyhow::Result<()> {
                 }
             }
             println!("metrics: {}", run_dir.join("metrics.json").display());
+            if let Some(out) = &args.export {
+                let card =
+                    labram_trainer::train::publish::export_run(&run_dir, &config, out, &recorded)
+                        .with_context(|| format!("--export {}", out.display()))?;
+                println!(
+                    "exported {} ({} classes: {}; {} electrodes; {} patches, hop {} s)",
+                    out.display(),
+                    card.classes.len(),
+                    card.classes.join(", "),
+                    card.channels.len(),
+                    card.window_patches,
+                    card.hop_s
+                );
+            }
         }
         Finished::Interrupted { checkpoint } => {
             println!("stopped; checkpoint saved to {}", checkpoint.display());

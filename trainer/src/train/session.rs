@@ -179,8 +179,14 @@ fn recipe_balance(cfg: &RunConfig) -> bool {
 /// What a finished session reports.
 #[derive(Debug)]
 pub enum Finished {
-    Done { run_dir: PathBuf, metrics: Value },
-    Interrupted { checkpoint: PathBuf },
+    Done {
+        run_dir: PathBuf,
+        metrics: Value,
+        config: Box<RunConfig>,
+    },
+    Interrupted {
+        checkpoint: PathBuf,
+    },
 }
 
 /// Runs one stage to the end (or to Ctrl-C).
@@ -303,7 +309,11 @@ pub fn run(stage: StageName, opts: &SessionOptions) -> Result<Finished, SessionE
         }
     };
     Ok(match outcome {
-        Outcome::Finished { metrics, run_dir } => Finished::Done { run_dir, metrics },
+        Outcome::Finished { metrics, run_dir } => Finished::Done {
+            run_dir,
+            metrics,
+            config: Box::new(cfg),
+        },
         Outcome::Interrupted { checkpoint } => Finished::Interrupted { checkpoint },
     })
 }
