@@ -9,6 +9,13 @@
 #            10 patches) to models/bench-anchor.onnx
 #
 #   scripts/bench-e2e.sh [SECONDS=120] [ROUNDS=1]     # e.g. scripts/bench-e2e.sh 30 for a quick check
+#   LSL118=1 scripts/bench-e2e.sh 120                 # also labramd linked to liblsl 1.18
+#
+# LSL118=1 adds a third system: the same daemon built (in target/lsl118) against the
+# liblsl 1.18 that the pylsl wheel ships instead of the 1.13 that lsl-sys bundles, by
+# overriding lsl-sys' build script (Cargo's `links` override). liblsl 1.13 waits for
+# data by sleeping 1 ms at a time, in the outlet's sending thread too, which adds up to
+# ~1 ms to every prediction; 1.18 wakes at once.
 #
 # Prints, per system: windows received / expected, latency p50/p99/max, the model's own
 # inference time, the overhead above it (per window: latency − inference), CPU use
@@ -38,22 +45,38 @@ if [ ! -f "$MODEL" ]; then
     --task "latency benchmark (untrained golden weights)" --output "$MODEL" >&2
 fi
 
+SYSTEMS="py labramd"
+if [ -n "${LSL118:-}" ]; then
+  LSL_DIR="$(cd "$("$PY" -c 'import os, pylsl; print(os.path.dirname(pylsl.__file__))')/lib" && pwd -P)"
+  echo "[bench-e2e] building labramd against $LSL_DIR/liblsl.so (target/lsl118)" >&2
+  LABRAMD_LSL_RPATH="$LSL_DIR" cargo build --release -p labramd --bins --target-dir target/lsl118 \
+    --config "target.x86_64-unknown-linux-gnu.lsl.rustc-link-lib=['lsl']" \
+    --config "target.x86_64-unknown-linux-gnu.lsl.rustc-link-search=['$LSL_DIR']" 2>&1 \
+    | grep -Ev '^\s*(Compiling|Finished)' >&2 || true
+  SYSTEMS="$SYSTEMS labramd-lsl118"
+fi
+
 OUT="target/bench-e2e/$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$OUT"
 for r in $(seq 1 "$ROUNDS"); do
   echo "[bench-e2e] round $r/$ROUNDS: Python baseline, ${SECONDS_RUN} s" >&2
   PY="$PY" "$BENCH/e2e.sh" "$OUT/py-$r" "$SECONDS_RUN" "$PY" "$BENCH/pipeline.py" \
     --model "$REF_ONNX" --out "$OUT/py-$r/sut.json" >&2
-  echo "[bench-e2e] round $r/$ROUNDS: labramd, ${SECONDS_RUN} s" >&2
-  PY="$PY" "$BENCH/e2e.sh" "$OUT/labramd-$r" "$SECONDS_RUN" target/release/labramd run \
-    --config configs/bench-anchor.yaml --summary "$OUT/labramd-$r/sut.json" >&2
+  for sys in $SYSTEMS; do
+    [ "$sys" = py ] && continue
+    bin=target/release/labramd
+    [ "$sys" = labramd-lsl118 ] && bin=target/lsl118/release/labramd
+    echo "[bench-e2e] round $r/$ROUNDS: $sys, ${SECONDS_RUN} s" >&2
+    PY="$PY" "$BENCH/e2e.sh" "$OUT/$sys-$r" "$SECONDS_RUN" "$bin" run \
+      --config configs/bench-anchor.yaml --summary "$OUT/$sys-$r/sut.json" >&2
+  done
 done
 
-"$PY" - "$OUT" "$ROUNDS" "$SECONDS_RUN" <<'PYEOF'
+"$PY" - "$OUT" "$ROUNDS" "$SECONDS_RUN" $SYSTEMS <<'PYEOF'
 import json, os, platform, sys
 import numpy as np
 
-out, rounds, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+out, rounds, secs, systems = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[5:]
 
 
 def load(kind, r):
@@ -100,30 +123,39 @@ def summary(kind):
                 cpu=float(np.mean(cpu)), rss=float(np.max(rss)))
 
 
-py, rd = summary("py"), summary("labramd")
-print(f"machine: {platform.node()} · {os.cpu_count()} CPUs · {platform.processor() or platform.machine()}"
-      f" · {rounds} round(s) × {secs:.0f} s per system, alternating · raw: {out}")
+py = summary("py")
+ds = {name: summary(name) for name in systems}
+cpu = open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(" :\t") if os.path.exists("/proc/cpuinfo") else platform.machine()
+print(f"machine: {os.cpu_count()} CPUs, {cpu} · load average at the end {os.getloadavg()[0]:.1f} · "
+      f"{rounds} round(s) × {secs:.0f} s per system, alternating · raw: {out}")
+fmt = lambda v, d=2: f"{v:.{d}f}"
 rows = [
-    ("windows received / expected", f"{py['n']} / {py['expected']}", f"{rd['n']} / {rd['expected']}", None),
-    ("drops (missing + dropped)", f"{py['drops']}", f"{rd['drops']}", None),
-    ("latency p50 (ms)", f"{py['lat'][0]:.2f}", f"{rd['lat'][0]:.2f}", rd["lat"][0] / py["lat"][0]),
-    ("latency p99 (ms)", f"{py['lat'][1]:.2f}", f"{rd['lat'][1]:.2f}", rd["lat"][1] / py["lat"][1]),
-    ("latency max (ms)", f"{py['lat'][2]:.2f}", f"{rd['lat'][2]:.2f}", rd["lat"][2] / py["lat"][2]),
-    ("own inference p50 (ms)", f"{py['inf'][0]:.2f}", f"{rd['inf'][0]:.2f}", rd["inf"][0] / py["inf"][0]),
-    ("own inference p99 (ms)", f"{py['inf'][1]:.2f}", f"{rd['inf'][1]:.2f}", rd["inf"][1] / py["inf"][1]),
-    ("overhead above inference p50 (ms)", f"{py['ovh'][0]:.2f}", f"{rd['ovh'][0]:.2f}", rd["ovh"][0] / py["ovh"][0]),
-    ("overhead above inference p99 (ms)", f"{py['ovh'][1]:.2f}", f"{rd['ovh'][1]:.2f}", rd["ovh"][1] / py["ovh"][1]),
-    ("overhead above inference max (ms)", f"{py['ovh'][2]:.2f}", f"{rd['ovh'][2]:.2f}", rd["ovh"][2] / py["ovh"][2]),
-    ("CPU while streaming (% of one core)", f"{py['cpu']:.1f}", f"{rd['cpu']:.1f}", rd["cpu"] / py["cpu"]),
-    ("peak memory RSS (MiB)", f"{py['rss']:.0f}", f"{rd['rss']:.0f}", rd["rss"] / py["rss"]),
+    ("windows received / expected", lambda s: f"{s['n']} / {s['expected']}", None),
+    ("drops (missing + dropped)", lambda s: f"{s['drops']}", None),
+    ("latency p50 (ms)", lambda s: fmt(s["lat"][0]), lambda s: s["lat"][0]),
+    ("latency p99 (ms)", lambda s: fmt(s["lat"][1]), lambda s: s["lat"][1]),
+    ("latency max (ms)", lambda s: fmt(s["lat"][2]), lambda s: s["lat"][2]),
+    ("own inference p50 (ms)", lambda s: fmt(s["inf"][0]), lambda s: s["inf"][0]),
+    ("own inference p99 (ms)", lambda s: fmt(s["inf"][1]), lambda s: s["inf"][1]),
+    ("overhead above inference p50 (ms)", lambda s: fmt(s["ovh"][0]), lambda s: s["ovh"][0]),
+    ("overhead above inference p99 (ms)", lambda s: fmt(s["ovh"][1]), lambda s: s["ovh"][1]),
+    ("overhead above inference max (ms)", lambda s: fmt(s["ovh"][2]), lambda s: s["ovh"][2]),
+    ("CPU while streaming (% of one core)", lambda s: fmt(s["cpu"], 1), lambda s: s["cpu"]),
+    ("peak memory RSS (MiB)", lambda s: fmt(s["rss"], 0), lambda s: s["rss"]),
 ]
 w = max(len(r[0]) for r in rows)
-print(f"| {'':{w}} | Python baseline | labramd | labramd / Python |")
-print(f"|{'-' * (w + 2)}|---:|---:|---:|")
-for name, a, b, ratio in rows:
-    print(f"| {name:{w}} | {a} | {b} | {'' if ratio is None else f'{ratio:.2f}'} |")
+head = "| " + " " * w + " | Python baseline | " + " | ".join(f"{n} | {n} / Python" for n in ds) + " |"
+print(head)
+print("|" + "-" * (w + 2) + "|---:|" + "---:|---:|" * len(ds))
+for name, show, val in rows:
+    cells = [show(py)]
+    for s in ds.values():
+        cells.append(show(s))
+        cells.append("" if val is None else f"{val(s) / val(py):.2f}")
+    print(f"| {name:{w}} | " + " | ".join(cells) + " |")
 ok = lambda c: "met" if c else "NOT met"
-print(f"targets: labramd overhead p99 {rd['ovh'][1]:.2f} ms ≤ 1 ms: {ok(rd['ovh'][1] <= 1.0)}; "
-      f"p99 ratio {rd['lat'][1] / py['lat'][1]:.2f} ≤ 0.7: {ok(rd['lat'][1] / py['lat'][1] <= 0.7)}; "
-      f"zero drops: {ok(rd['drops'] == 0 and rd['n'] == rd['expected'])}")
+for n, s in ds.items():
+    print(f"targets ({n}): overhead p99 {s['ovh'][1]:.2f} ms <= 1 ms: {ok(s['ovh'][1] <= 1.0)}; "
+          f"p99 ratio {s['lat'][1] / py['lat'][1]:.2f} <= 0.7: {ok(s['lat'][1] / py['lat'][1] <= 0.7)}; "
+          f"zero drops: {ok(s['drops'] == 0 and s['n'] == s['expected'])}")
 PYEOF

@@ -17,11 +17,14 @@
 //!
 //! Waiting for data: liblsl 1.13 (the version `lsl-sys` bundles) waits in a pull
 //! with a timeout by sleeping 1 ms at a time, which would add up to a millisecond of
-//! latency to every window; with that library the thread instead polls without
-//! timeout and sleeps [`POLL_INTERVAL`] between empty polls. Newer liblsl versions
-//! wake a blocking pull at once, and the thread uses that.
+//! latency to the window whose last sample it is waiting for. With that library the
+//! thread polls without timeout and sleeps [`POLL_INTERVAL`] between empty polls,
+//! but only while the next window's last sample is near ([`NextWindow`], kept up to
+//! date by the DSP thread); the rest of the time it lets liblsl wait, which costs
+//! less CPU. Newer liblsl versions (1.14+) wake a blocking pull at once, and the
+//! thread always uses that.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::{JoinHandle, Thread};
@@ -37,6 +40,20 @@ use crate::window::FrameStamp;
 
 /// Sleep between empty polls with liblsl < 1.14 (see the module documentation).
 pub const POLL_INTERVAL: Duration = Duration::from_micros(200);
+/// Within this many seconds of input before a window's last sample, liblsl 1.13 is
+/// polled finely (see the module documentation).
+pub const NEAR_WINDOW_S: f64 = 0.05;
+
+/// The absolute input frame (counted like [`Marker::at_frame`]) that completes the
+/// next window: written by the DSP thread, read by the acquisition thread to pace
+/// its polling. `u64::MAX` until known.
+pub type NextWindow = Arc<AtomicU64>;
+
+/// A [`NextWindow`] that is not known yet.
+pub fn next_window() -> NextWindow {
+    Arc::new(AtomicU64::new(u64::MAX))
+}
+
 /// Seconds of input the rings hold.
 pub const RING_SECONDS: f64 = 10.0;
 
@@ -132,6 +149,7 @@ pub enum Go {
     Start {
         producers: RingProducers,
         consumer: Thread,
+        next_window: NextWindow,
     },
     /// The start-up checks failed: stop.
     Abort,
@@ -169,11 +187,12 @@ pub fn spawn(
             if meta_tx.send(Ok(meta.clone())).is_err() {
                 return;
             }
-            let (producers, consumer) = match go_rx.recv() {
+            let (producers, consumer, next_window) = match go_rx.recv() {
                 Ok(Go::Start {
                     producers,
                     consumer,
-                }) => (producers, consumer),
+                    next_window,
+                }) => (producers, consumer, next_window),
                 _ => return,
             };
             let mut acq = Puller {
@@ -184,6 +203,7 @@ pub fn spawn(
                 meta,
                 rings: producers,
                 consumer,
+                next_window,
                 frames: 0,
                 prev_ts: None,
                 pending_overrun: false,
@@ -256,6 +276,7 @@ struct Puller {
     meta: StreamMeta,
     rings: RingProducers,
     consumer: Thread,
+    next_window: NextWindow,
     /// Frames pushed into the rings since start.
     frames: u64,
     prev_ts: Option<f64>,
@@ -342,12 +363,25 @@ impl Puller {
         let connected_at = lsl::local_clock();
         let (mut rate_t0, mut rate_n) = (connected_at, 0u64);
         let max_step = 2.0 / rate + self.cfg.gap_tolerance_s;
+        // Largest batch seen: a window's last sample may arrive with that many more.
+        let mut largest_batch = 1u64;
+        let near_frames = (NEAR_WINDOW_S * rate) as u64;
         loop {
             // At shutdown, what the inlet already holds is still taken (then nothing
             // more is waited for).
             let stopping = self.shutdown.load(Ordering::Relaxed);
-            let timeout = if blocking_pull && !stopping {
+            // liblsl 1.13: far from the next window's last sample, let liblsl wait
+            // (1 ms steps); near it, poll (see the module documentation).
+            let next = self.next_window.load(Ordering::Relaxed);
+            let coarse = !blocking_pull
+                && next != u64::MAX
+                && next.saturating_sub(self.frames) > near_frames.max(2 * largest_batch);
+            let timeout = if stopping {
+                0.0
+            } else if blocking_pull {
                 0.05
+            } else if coarse {
+                0.002
             } else {
                 0.0
             };
@@ -389,6 +423,7 @@ impl Puller {
             }
             let now = lsl::local_clock();
             if got > 0 {
+                largest_batch = largest_batch.max(got);
                 self.metrics.samples_received.inc_by(got);
                 self.consumer.unpark();
                 last_data = Some(now);
@@ -401,7 +436,7 @@ impl Puller {
                         now - idle_since
                     ));
                 }
-                if !blocking_pull {
+                if !blocking_pull && !coarse {
                     std::thread::sleep(POLL_INTERVAL);
                 }
             }

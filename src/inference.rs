@@ -232,6 +232,11 @@ impl Classifier {
                 .with_intra_threads(threads.max(1))
                 .map_err(|e| e.to_string())?
                 .with_inter_threads(1)
+                .map_err(|e| e.to_string())?
+                // Pool threads sleep as soon as a run ends instead of spinning for
+                // more work: the daemon runs one window per hop, and spinning threads
+                // would take the cores the LSL threads need to deliver the result.
+                .with_intra_op_spinning(false)
                 .map_err(|e| e.to_string())?;
             if cuda {
                 b = register_cuda(b)?;

@@ -184,6 +184,12 @@ impl Stage {
         self.window.data.len()
     }
 
+    /// Input frames still to come before the next hop point (the last sample of the
+    /// next window, if the window is full by then).
+    pub fn frames_to_next_hop(&self) -> u64 {
+        self.next_trigger - self.n_in
+    }
+
     /// The input stops being continuous here (gap, reconnect, overrun): restart the
     /// filters and the window; the hop grid starts again from the next frame.
     pub fn discontinuity(&mut self) {

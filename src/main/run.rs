@@ -171,6 +171,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let (pool_tx, pool_rx) = crossbeam_channel::bounded::<Vec<f32>>(QUEUE + 4);
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let first_data: FirstData = Arc::default();
+    let next_window = acquisition::next_window();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
     let oldest_rx = win_rx.clone();
     let inference = {
@@ -232,7 +233,18 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             .name("labramd-dsp".into())
             .spawn({
                 let first_data = first_data.clone();
-                move || dsp_loop(consumers, n_ch, stage, queue, &metrics, &first_data)
+                let next_window = next_window.clone();
+                move || {
+                    dsp_loop(
+                        consumers,
+                        n_ch,
+                        stage,
+                        queue,
+                        &metrics,
+                        &first_data,
+                        &next_window,
+                    )
+                }
             })
             .context("cannot start the DSP thread")?
     };
@@ -240,6 +252,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         .send(Go::Start {
             producers,
             consumer: dsp.thread().clone(),
+            next_window,
         })
         .map_err(|_| anyhow!("the acquisition thread stopped"))?;
     health.running.store(true, Ordering::Relaxed);
@@ -472,7 +485,9 @@ impl WindowQueue {
 }
 
 /// The DSP thread: rings → stage → window queue. Ends after the acquisition's end
-/// marker, once everything before it has been processed.
+/// marker, once everything before it has been processed. Publishes where the next
+/// window ends, for the acquisition thread's polling.
+#[allow(clippy::too_many_arguments)]
 fn dsp_loop(
     mut rings: RingConsumers,
     n_ch: usize,
@@ -480,6 +495,7 @@ fn dsp_loop(
     queue: WindowQueue,
     metrics: &Metrics,
     first_data: &FirstData,
+    next_window: &acquisition::NextWindow,
 ) {
     use ringbuf::traits::{Consumer, Observer};
     let mut consumed: u64 = 0;
@@ -519,6 +535,10 @@ fn dsp_loop(
             StageOutput::Dropped(r) => metrics.window_dropped(r),
         });
         metrics.dsp.observe(t0.elapsed().as_secs_f64());
+        next_window.store(
+            consumed + stage.frames_to_next_hop(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         if stage.nonfinite_total != nonfinite_seen {
             metrics
                 .nonfinite_samples
