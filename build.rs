@@ -5,8 +5,10 @@
 //! `ORT_DYLIB_PATH` is not set at run time.
 //!
 //! `LABRAMD_LSL_RPATH` (optional, at build time) adds a run-time search path for a
-//! shared liblsl: used when the `lsl-sys` build script is overridden to link a newer
-//! liblsl than the 1.13 it bundles (see `scripts/bench-e2e.sh --lsl118`).
+//! shared liblsl: used when the `lsl-sys` build script is overridden (Cargo's
+//! `[target.<triple>.lsl]` links override) to link a newer liblsl, such as the 1.18
+//! in the pylsl wheel, instead of building the 1.13 that `lsl-sys` bundles (see
+//! `LSL118=1 scripts/bench-e2e.sh`).
 
 fn main() {
     println!("cargo:rerun-if-env-changed=ORT_DYLIB_PATH");

@@ -99,6 +99,70 @@ fn contract_violations_are_refused() {
     assert!(err.contains("junk.onnx"), "{err}");
 }
 
+/// Writes a tiny ONNX model with the given inputs (name, elem type, rank) and one
+/// float output `logits` [batch, 2], with the `onnx` Python package.
+fn tiny_onnx(path: &std::path::Path, inputs: &[(&str, &str, usize)]) {
+    let spec: Vec<String> = inputs
+        .iter()
+        .map(|(n, t, r)| format!("('{n}', TensorProto.{t}, {r})"))
+        .collect();
+    let script = format!(
+        "import onnx, sys\n\
+         from onnx import helper, TensorProto\n\
+         ins = [{}]\n\
+         vi = [helper.make_tensor_value_info(n, t, [f'd{{i}}' for i in range(r)]) for n, t, r in ins]\n\
+         out = helper.make_tensor_value_info('logits', TensorProto.FLOAT, ['b', 2])\n\
+         c = helper.make_node('Constant', [], ['logits'], value=helper.make_tensor('v', TensorProto.FLOAT, [1, 2], [0.0, 0.0]))\n\
+         g = helper.make_graph([c], 'g', vi, [out])\n\
+         m = helper.make_model(g, opset_imports=[helper.make_opsetid('', 18)])\n\
+         m.ir_version = 9\n\
+         onnx.save(m, sys.argv[1])\n",
+        spec.join(", ")
+    );
+    let status = std::process::Command::new(python())
+        .args(["-c", &script])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "could not write {}", path.display());
+}
+
+#[test]
+fn wrong_input_names_types_and_ranks_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, &[(&str, &str, usize)], &str); 3] = [
+        (
+            "names.onnx",
+            &[("x", "FLOAT", 4), ("input_chans", "INT64", 1)],
+            "expected exactly `eeg` and `input_chans`",
+        ),
+        (
+            "rank.onnx",
+            &[("eeg", "FLOAT", 3), ("input_chans", "INT64", 1)],
+            "rank 3",
+        ),
+        (
+            "type.onnx",
+            &[("eeg", "FLOAT", 4), ("input_chans", "INT32", 1)],
+            "expected int64",
+        ),
+    ];
+    for (file, inputs, needle) in cases {
+        let model = dir.path().join(file);
+        tiny_onnx(&model, inputs);
+        golden_card(&GOLDEN_19, 8, 1.0)
+            .save(&labramd::card::ModelCard::path_for(&model))
+            .unwrap();
+        let err = Classifier::new(&model, Device::Cpu, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(needle) && err.contains("not a valid LaBraM export"),
+            "{file}: {err}"
+        );
+    }
+}
+
 #[test]
 fn cuda_request_falls_back_to_cpu_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
