@@ -1,4 +1,5 @@
-//! PNG curves beside the checkpoints: `loss.png`, `lr.png`, `metrics.png`.
+//! PNG curves beside the checkpoints: `loss.png`, `lr.png`, `metrics.png` (and
+//! `codebook.png` for the tokenizer and pretraining: perplexity, used/dead codes).
 //!
 //! Drawn from `log.jsonl` with plotters' bitmap backend. Text goes through plotters'
 //! pure-Rust `ab_glyph` renderer, so the build needs no freetype/fontconfig; a TrueType
@@ -198,6 +199,7 @@ pub fn plot_run(run_dir: &Path) -> Result<Vec<PathBuf>, PlotError> {
     let mut lr = Vec::new();
     let mut val_losses: std::collections::BTreeMap<String, Vec<(f64, f64)>> = Default::default();
     let mut metrics: std::collections::BTreeMap<String, Vec<(f64, f64)>> = Default::default();
+    let mut codebook: std::collections::BTreeMap<String, Vec<(f64, f64)>> = Default::default();
     for r in &records {
         let step = num(r, "step").unwrap_or(0.0);
         match r.get("kind").and_then(Value::as_str) {
@@ -217,6 +219,8 @@ pub fn plot_run(run_dir: &Path) -> Result<Vec<PathBuf>, PlotError> {
                     }
                     let target = if k == "loss" || k.ends_with("_loss") {
                         &mut val_losses
+                    } else if k.contains("perplexity") || k.ends_with("codes") {
+                        &mut codebook
                     } else {
                         &mut metrics
                     };
@@ -260,6 +264,15 @@ pub fn plot_run(run_dir: &Path) -> Result<Vec<PathBuf>, PlotError> {
             false,
         ),
     ];
+    let plots = plots.into_iter().chain(std::iter::once((
+        "codebook.png",
+        "Codebook usage (validation)",
+        codebook
+            .into_iter()
+            .map(|(k, p)| Series { name: k, points: p })
+            .collect(),
+        false,
+    )));
     for (file, title, series, log_y) in plots {
         let path = run_dir.join(file);
         if line_plot(&path, title, "step", &series, log_y)? {

@@ -273,13 +273,14 @@ impl<N: MemNet, T: TokenizerNet> Pretrain<N, T> {
         set: &WindowSet,
         idx: &[usize],
         train: bool,
-    ) -> Result<(Tensor, Tensor, Tensor), StageError> {
+    ) -> Result<(Tensor, Tensor, Tensor, Tensor), StageError> {
         let b = set.batch(idx, self.device).map_err(err)?;
         let codes = tch::no_grad(|| self.tokenizer.codes(&b.x, &b.input_chans))?;
         let size = b.x.size();
         let mask = random_mask(size[0], size[1] * size[2], self.mask_ratio, self.device);
         let (x_rec, x_rec_sym) = self.net.forward_mem(&b.x, &b.input_chans, &mask, train)?;
-        Ok(masked_code_loss(&x_rec, &x_rec_sym, &codes, &mask))
+        let (loss, acc, acc_sym) = masked_code_loss(&x_rec, &x_rec_sym, &codes, &mask);
+        Ok((loss, acc, acc_sym, codes))
     }
 }
 
@@ -307,7 +308,7 @@ impl<N: MemNet, T: TokenizerNet> Stage for Pretrain<N, T> {
         &mut self,
         indices: &[usize],
     ) -> Result<(Tensor, Vec<(String, f64)>), StageError> {
-        let (loss, acc, acc_sym) = self.step(&self.train, indices, true)?;
+        let (loss, acc, acc_sym, _) = self.step(&self.train, indices, true)?;
         Ok((
             loss,
             vec![
@@ -322,9 +323,13 @@ impl<N: MemNet, T: TokenizerNet> Stage for Pretrain<N, T> {
         // next training step re-seeds torch, so this does not disturb training.
         tch::manual_seed(0x5EED);
         let (mut loss, mut acc, mut acc_sym, mut n) = (0.0, 0.0, 0.0, 0.0);
+        let mut all_codes: Vec<i64> = Vec::new();
         tch::no_grad(|| -> Result<(), StageError> {
             for idx in v.eval_batches(eval_batch(self.batch)) {
-                let (l, a, s) = self.step(v, &idx, false)?;
+                let (l, a, s, codes) = self.step(v, &idx, false)?;
+                let c: Vec<i64> =
+                    Vec::try_from(&codes.flatten(0, -1).to_device(Device::Cpu)).map_err(err)?;
+                all_codes.extend(c);
                 let w = idx.len() as f64;
                 loss += l.double_value(&[]) * w;
                 acc += a.double_value(&[]) * w;
@@ -334,12 +339,23 @@ impl<N: MemNet, T: TokenizerNet> Stage for Pretrain<N, T> {
             Ok(())
         })?;
         let n = f64::max(n, 1.0);
+        // Two floors for the accuracy: uniform chance, and always predicting the most
+        // frequent code of these targets (the codes are far from uniform).
+        let mut counts = std::collections::HashMap::new();
+        for c in &all_codes {
+            *counts.entry(*c).or_insert(0usize) += 1;
+        }
+        let majority =
+            counts.values().copied().max().unwrap_or(0) as f64 / all_codes.len().max(1) as f64;
+        let (ppl, _) = codebook_usage(&all_codes, self.vocab);
         Ok(Some(
             [
                 ("loss".to_string(), loss / n),
                 ("mlm_acc".into(), acc / n),
                 ("mlm_acc_sym".into(), acc_sym / n),
                 ("chance".into(), 1.0 / self.vocab as f64),
+                ("majority_code_rate".into(), majority),
+                ("target_perplexity".into(), ppl),
             ]
             .into_iter()
             .collect(),
