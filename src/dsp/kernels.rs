@@ -2,9 +2,11 @@
 //! for AVX-512 / AVX2 / baseline x86-64 and picked once at run time.
 //!
 //! Every channel is computed with the same operations in the same order
-//! whichever variant runs (lanes are channels; no FMA contraction happens in
-//! Rust), so all variants give bit-identical results: chunk invariance and
-//! daemon/trainer parity do not depend on the machine's instruction set.
+//! whichever variant runs (lanes are channels; Rust never contracts `a*b + c`
+//! on its own; the FIR's explicit `mul_add` is exactly rounded everywhere, in
+//! hardware on AVX2/AVX-512 machines, in software on CPUs without FMA), so all
+//! variants give bit-identical results: chunk invariance and daemon/trainer
+//! parity do not depend on the machine's instruction set.
 //! The only `unsafe` is calling a `#[target_feature]` function after
 //! `is_x86_feature_detected!` said the CPU has that feature.
 
@@ -32,10 +34,11 @@ impl Isa {
     pub fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx512f") {
+            let fma = std::arch::is_x86_feature_detected!("fma");
+            if fma && std::arch::is_x86_feature_detected!("avx512f") {
                 return Isa::Avx512;
             }
-            if std::arch::is_x86_feature_detected!("avx2") {
+            if fma && std::arch::is_x86_feature_detected!("avx2") {
                 return Isa::Avx2;
             }
         }
@@ -105,13 +108,13 @@ unsafe fn iir_avx512(
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn fir_avx2(h: &[f32], win: &[f32], n_ch: usize, out: &mut Vec<f32>) {
     fir_impl::<16>(h, win, n_ch, out)
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,fma")]
 unsafe fn fir_avx512(h: &[f32], win: &[f32], n_ch: usize, out: &mut Vec<f32>) {
     fir_impl::<32>(h, win, n_ch, out)
 }
@@ -212,7 +215,7 @@ fn fir_impl<const W: usize>(h: &[f32], win: &[f32], n_ch: usize, out: &mut Vec<f
                 let t = t4 * FIR_LANES + r;
                 let row = &win[t * n_ch + start..t * n_ch + start + W];
                 for j in 0..W {
-                    acc[r][j] += ht * row[j];
+                    acc[r][j] = ht.mul_add(row[j], acc[r][j]);
                 }
             }
         }
