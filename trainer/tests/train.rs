@@ -459,19 +459,26 @@ fn finetune_from_official_pth_and_export() {
         ),
     )
     .unwrap();
-    let onnx = d.path().join("m.onnx");
     let out = run_ok(
         trainer()
             .args(["finetune", "--no-plots", "--config"])
-            .arg(&cfg)
-            .arg("--export")
-            .arg(&onnx),
+            .arg(&cfg),
     );
     assert!(out.contains("took the `student.*` weights"), "{out}");
     assert!(
         out.contains("fc_norm.weight") && out.contains("head.weight"),
         "{out}"
     );
+    // A finished run is exported later through --resume (nothing is trained again).
+    let onnx = d.path().join("m.onnx");
+    let out = run_ok(
+        trainer()
+            .args(["finetune", "--no-plots", "--resume"])
+            .arg(d.path().join("run"))
+            .arg("--export")
+            .arg(&onnx),
+    );
+    assert!(out.contains("exported"), "{out}");
     assert!(onnx.exists());
     let card = labramd::card::ModelCard::load(&d.path().join("m.yaml")).unwrap();
     assert!(card.trained);
