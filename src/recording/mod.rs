@@ -287,6 +287,61 @@ mod tests {
     }
 
     #[test]
+    fn edf_plus_d_record_onsets_come_from_the_time_keeping_tals() {
+        let mut bytes = build(
+            false,
+            "EDF+D",
+            "0.5",
+            &[
+                Sig {
+                    label: "Cz",
+                    dim: "uV",
+                    pmin: -100.0,
+                    pmax: 100.0,
+                    dmin: -32768,
+                    dmax: 32767,
+                    spr: 10,
+                },
+                Sig {
+                    label: "EDF Annotations",
+                    dim: "",
+                    pmin: -1.0,
+                    pmax: 1.0,
+                    dmin: -32768,
+                    dmax: 32767,
+                    spr: 20,
+                },
+            ],
+            4,
+            |_, r, i| (r * 10 + i) as i32,
+        );
+        // record 2's time-keeping TAL "+1" → "+9" (a gap), plus an event in record 3
+        let (hdr, rec) = (256 * 3, 10 * 2 + 20 * 2);
+        let at = hdr + 2 * rec + 20;
+        assert_eq!(&bytes[at..at + 2], b"+1");
+        bytes[at + 1] = b'9';
+        let at3 = hdr + 3 * rec + 20;
+        let tal = b"+1.5\x14\x14\x00+9.75\x150.25\x14blink\x14\x00";
+        bytes[at3..at3 + tal.len()].copy_from_slice(tal);
+        let mut r = open(&bytes).unwrap();
+        assert_eq!(r.header().continuity, Continuity::PlusDiscontinuous);
+        assert_eq!(r.record_onsets().unwrap(), vec![0.0, 0.5, 9.0, 1.5]);
+        assert_eq!(
+            r.annotations().unwrap(),
+            vec![Annotation {
+                onset_s: 9.75,
+                duration_s: Some(0.25),
+                text: "blink".into()
+            }]
+        );
+        r.seek_record(2).unwrap();
+        let mut frames = Vec::new();
+        let b = r.read_frames(&[0], &mut frames).unwrap().unwrap();
+        assert_eq!((b.record, b.onset_s), (2, 9.0));
+        assert!(r.next_record().unwrap().unwrap().is_discontinuous());
+    }
+
+    #[test]
     fn truncation_is_an_error_naming_the_offset() {
         let bytes = sample_file(false);
         let cut = &bytes[..bytes.len() - 10];
