@@ -30,7 +30,7 @@
 //! `edflib-sys` 0.0.2, a C build and a path-only API, two releases) and
 //! `edfplus` 0.1.0 (EDF+ only). None combines BDF, EDF+D, record-wise reading
 //! and panic-free, field-naming errors, and the format is small (a fixed
-//! ASCII header, little-endian 16/24-bit samples, TALs): ~600 lines here,
+//! ASCII header, little-endian 16/24-bit samples, TALs): under 1000 lines here (tests included),
 //! tested against pyedflib on written and real files.
 
 pub mod annotations;
