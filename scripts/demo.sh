@@ -16,17 +16,9 @@ cargo build --release -p labramd -p labram-trainer --bins 2>&1 | grep -v '^\s*Co
 BIN="$ROOT/target/release"
 CONFIG="${DEMO_CONFIG:-configs/demo.yaml}"
 
-# The default model: the trained eegmat model shipped in models/; if it is absent, an
-# export of the (untrained) golden checkpoint from ../shared, made once.
-MODEL="$(sed -n 's/^ *path: *\(.*\.onnx\).*/\1/p' "$CONFIG" | head -n1)"
-if [ ! -f "$MODEL" ]; then
-  GOLDEN="$ROOT/../shared/golden/finetune_base.pth"
-  [ -f "$GOLDEN" ] || { echo "demo: $MODEL is missing and no golden checkpoint at $GOLDEN to export it from" >&2; exit 1; }
-  echo "[demo] exporting the golden checkpoint to $MODEL (untrained weights: predictions are meaningless)" >&2
-  "$BIN/labram-trainer" export --checkpoint "$GOLDEN" --model labram_base_patch200_200 \
-    --num-classes 2 --classes rest,arithmetic --patches 4 \
-    --channels FP1,FP2,F3,F4,F7,F8,T3,T4,C3,C4,T5,T6,P3,P4,O1,O2,FZ,CZ,PZ --output "$MODEL"
-fi
+# The default model: the trained eegmat model shipped in models/ (see its card).
+MODEL="$(sed -n 's/^ *path: *\([^ #]*\.onnx\).*/\1/p' "$CONFIG" | head -n1)"
+[ -f "$MODEL" ] || { echo "demo: model $MODEL (from $CONFIG) is missing" >&2; exit 1; }
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
