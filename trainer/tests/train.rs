@@ -499,3 +499,54 @@ fn finetune_from_official_pth_and_export() {
         .unwrap_or("")
         .contains(&*d.path().to_string_lossy()));
 }
+
+/// On the real LaBraM-Base fine-tuning network the official assigner gives 14 lr
+/// scales (0.65^13 … 0.65^0), no decay for 1-D tensors, biases and the embeddings, and
+/// the decay group for every weight matrix; the embeddings' quirk (time_embed at 1) holds.
+#[test]
+fn base_finetune_parameter_groups() {
+    use labram_trainer::train::config::RunConfig;
+    use labram_trainer::train::nets;
+    let cfg = RunConfig::from_yaml(
+        "stage: finetune\nmodel: {variant: base, num_classes: 2}\ndata: {dataset: d}\ntrain: {output_dir: o}\n",
+        Path::new("t.yaml"),
+    )
+    .unwrap();
+    let (_, params) = nets::finetune(&cfg.model, &cfg.recipe(), 2, tch::Device::Cpu).unwrap();
+    assert_eq!(params.depth, 12);
+    let n: i64 = params.trainable.iter().map(|(_, t)| t.numel() as i64).sum();
+    assert_eq!(
+        n, 5_820_338,
+        "trainable parameters of labram_base_patch200_200, 2 classes"
+    );
+    let groups: HashMap<String, GroupSpec> = params
+        .trainable
+        .iter()
+        .map(|(name, t)| (name.clone(), group_for(name, &t.size(), Some((12, 0.65)))))
+        .collect();
+    let mut scales: Vec<i32> = groups
+        .values()
+        .map(|g| (g.lr_scale.ln() / 0.65f64.ln()).round() as i32)
+        .collect();
+    scales.sort_unstable();
+    scales.dedup();
+    assert_eq!(scales, (0..=13).collect::<Vec<_>>());
+    assert_eq!(groups["cls_token"].lr_scale, 0.65f64.powi(13));
+    assert_eq!(
+        groups["patch_embed.conv1.weight"].lr_scale,
+        0.65f64.powi(13)
+    );
+    assert_eq!(
+        groups["blocks.0.attn.qkv.weight"].lr_scale,
+        0.65f64.powi(12)
+    );
+    assert_eq!(groups["time_embed"].lr_scale, 1.0);
+    assert_eq!(groups["head.weight"].lr_scale, 1.0);
+    for (name, g) in &groups {
+        let t = &params.trainable.iter().find(|(n, _)| n == name).unwrap().1;
+        let expect_decay = t.dim() > 1
+            && !name.ends_with(".bias")
+            && !matches!(name.as_str(), "cls_token" | "pos_embed" | "time_embed");
+        assert_eq!(g.decay, expect_decay, "{name}");
+    }
+}
