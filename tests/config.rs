@@ -43,7 +43,12 @@ fn syntax_errors_name_the_line() {
     assert_error("input: {name: x\nmodel: [\n", &["bad.yaml", "line"]);
     assert_error(
         &format!("{OK_INPUT}model: [1, 2]\n"),
-        &["bad.yaml", "model", "a mapping with path, device, threads", "line 2"],
+        &[
+            "bad.yaml",
+            "model",
+            "a mapping with path, device, threads",
+            "line 2",
+        ],
     );
 }
 
@@ -51,7 +56,13 @@ fn syntax_errors_name_the_line() {
 fn unknown_keys_are_refused_with_their_path() {
     assert_error(
         &format!("{OK_INPUT}model: {{path: m.onnx, thread: 2}}\n"),
-        &["bad.yaml", "model", "unknown field `thread`", "threads", "line 2"],
+        &[
+            "bad.yaml",
+            "model",
+            "unknown field `thread`",
+            "threads",
+            "line 2",
+        ],
     );
     assert_error(
         &format!("{OK_INPUT}model: {{path: m.onnx}}\nwindows: {{}}\n"),

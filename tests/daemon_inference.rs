@@ -130,7 +130,8 @@ fn tiny_onnx(path: &std::path::Path, inputs: &[(&str, &str, usize)]) {
 #[test]
 fn wrong_input_names_types_and_ranks_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, &[(&str, &str, usize)], &str); 3] = [
+    type Inputs<'a> = &'a [(&'a str, &'a str, usize)];
+    let cases: [(&str, Inputs, &str); 3] = [
         (
             "names.onnx",
             &[("x", "FLOAT", 4), ("input_chans", "INT64", 1)],
