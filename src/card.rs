@@ -118,7 +118,10 @@ pub enum CardError {
     #[error("model card {path} not found: an exported model needs its card (`{stem}.yaml`) beside it; re-export with `labram-trainer export`")]
     Missing { path: PathBuf, stem: String },
     #[error("cannot read model card {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("model card {path} is not valid: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("model card {path}: {message}")]
@@ -192,10 +195,16 @@ impl ModelCard {
         }
         crate::electrodes::input_chans(&self.channels).map_err(|e| format!("`channels`: {e}"))?;
         if self.patch_size != PATCH_SIZE {
-            return Err(format!("`patch_size` is {}, LaBraM patches are {PATCH_SIZE} samples", self.patch_size));
+            return Err(format!(
+                "`patch_size` is {}, LaBraM patches are {PATCH_SIZE} samples",
+                self.patch_size
+            ));
         }
         if (self.sample_rate_hz - SAMPLE_RATE_HZ).abs() > 1e-9 {
-            return Err(format!("`sample_rate_hz` is {}, LaBraM runs at {SAMPLE_RATE_HZ} Hz", self.sample_rate_hz));
+            return Err(format!(
+                "`sample_rate_hz` is {}, LaBraM runs at {SAMPLE_RATE_HZ} Hz",
+                self.sample_rate_hz
+            ));
         }
         if self.window_patches == 0 || self.window_patches > MAX_PATCHES {
             return Err(format!(
@@ -259,7 +268,9 @@ mod tests {
         let model = dir.path().join("x.onnx");
         let err = ModelCard::load_for_model(&model).unwrap_err();
         assert!(err.to_string().contains("x.yaml"), "{err}");
-        let text = card().to_yaml().replace("trained: false", "trained: false\nbogus: 1");
+        let text = card()
+            .to_yaml()
+            .replace("trained: false", "trained: false\nbogus: 1");
         std::fs::write(dir.path().join("x.yaml"), text).unwrap();
         let err = ModelCard::load_for_model(&model).unwrap_err();
         assert!(err.to_string().contains("bogus"), "{err}");

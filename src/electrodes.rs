@@ -16,14 +16,14 @@ pub const NUM_ELECTRODES: usize = 128;
 /// The usable electrode names, in the order of the model's position embedding.
 pub const ELECTRODES: [&str; NUM_ELECTRODES] = [
     "FP1", "FPZ", "FP2", "AF9", "AF7", "AF5", "AF3", "AF1", "AFZ", "AF2", "AF4", "AF6", "AF8",
-    "AF10", "F9", "F7", "F5", "F3", "F1", "FZ", "F2", "F4", "F6", "F8", "F10", "FT9", "FT7",
-    "FC5", "FC3", "FC1", "FCZ", "FC2", "FC4", "FC6", "FT8", "FT10", "T9", "T7", "C5", "C3", "C1",
-    "CZ", "C2", "C4", "C6", "T8", "T10", "TP9", "TP7", "CP5", "CP3", "CP1", "CPZ", "CP2", "CP4",
-    "CP6", "TP8", "TP10", "P9", "P7", "P5", "P3", "P1", "PZ", "P2", "P4", "P6", "P8", "P10", "PO9",
-    "PO7", "PO5", "PO3", "PO1", "POZ", "PO2", "PO4", "PO6", "PO8", "PO10", "O1", "OZ", "O2", "O9",
-    "CB1", "CB2", "IZ", "O10", "T3", "T5", "T4", "T6", "M1", "M2", "A1", "A2", "CFC1", "CFC2",
-    "CFC3", "CFC4", "CFC5", "CFC6", "CFC7", "CFC8", "CCP1", "CCP2", "CCP3", "CCP4", "CCP5",
-    "CCP6", "CCP7", "CCP8", "T1", "T2", "FTT9h", "TTP7h", "TPP9h", "FTT10h", "TPP8h", "TPP10h",
+    "AF10", "F9", "F7", "F5", "F3", "F1", "FZ", "F2", "F4", "F6", "F8", "F10", "FT9", "FT7", "FC5",
+    "FC3", "FC1", "FCZ", "FC2", "FC4", "FC6", "FT8", "FT10", "T9", "T7", "C5", "C3", "C1", "CZ",
+    "C2", "C4", "C6", "T8", "T10", "TP9", "TP7", "CP5", "CP3", "CP1", "CPZ", "CP2", "CP4", "CP6",
+    "TP8", "TP10", "P9", "P7", "P5", "P3", "P1", "PZ", "P2", "P4", "P6", "P8", "P10", "PO9", "PO7",
+    "PO5", "PO3", "PO1", "POZ", "PO2", "PO4", "PO6", "PO8", "PO10", "O1", "OZ", "O2", "O9", "CB1",
+    "CB2", "IZ", "O10", "T3", "T5", "T4", "T6", "M1", "M2", "A1", "A2", "CFC1", "CFC2", "CFC3",
+    "CFC4", "CFC5", "CFC6", "CFC7", "CFC8", "CCP1", "CCP2", "CCP3", "CCP4", "CCP5", "CCP6", "CCP7",
+    "CCP8", "T1", "T2", "FTT9h", "TTP7h", "TPP9h", "FTT10h", "TPP8h", "TPP10h",
     // The first 8 of upstream's 16 bipolar TUH montage names fit the embedding; the
     // other 8 (FP1-F3 … P4-O2) index past it and are not electrodes here.
     "FP1-F7", "F7-T7", "T7-P7", "P7-O1", "FP2-F8", "F8-T8", "T8-P8", "P8-O2",
@@ -111,7 +111,11 @@ pub fn closest_names(name: &str, n: usize) -> Vec<String> {
         .map(|e| (levenshtein(&c, &e.to_ascii_uppercase()), *e))
         .collect();
     scored.sort_by_key(|(d, e)| (*d, e.len()));
-    scored.into_iter().take(n).map(|(_, e)| e.to_string()).collect()
+    scored
+        .into_iter()
+        .take(n)
+        .map(|(_, e)| e.to_string())
+        .collect()
 }
 
 fn levenshtein(a: &str, b: &str) -> usize {
@@ -143,8 +147,24 @@ pub enum LabelKind {
 }
 
 const NON_EEG_PREFIXES: [&str; 18] = [
-    "ECG", "EKG", "EOG", "EMG", "STATUS", "STI", "TRIG", "RESP", "PHOTIC", "IBI", "BURSTS",
-    "SUPPR", "PULSE", "SPO2", "HR", "EDF ANNOTATIONS", "BDF ANNOTATIONS", "EVENT",
+    "ECG",
+    "EKG",
+    "EOG",
+    "EMG",
+    "STATUS",
+    "STI",
+    "TRIG",
+    "RESP",
+    "PHOTIC",
+    "IBI",
+    "BURSTS",
+    "SUPPR",
+    "PULSE",
+    "SPO2",
+    "HR",
+    "EDF ANNOTATIONS",
+    "BDF ANNOTATIONS",
+    "EVENT",
 ];
 
 /// Classifies a channel label as written by amplifiers and files.
@@ -171,7 +191,10 @@ pub fn classify_label(label: &str) -> LabelKind {
         return LabelKind::Electrode(ELECTRODES[i]);
     }
     let upper = s.to_ascii_uppercase();
-    if matches!(upper.as_str(), "REF" | "GND" | "COM" | "CMS" | "DRL" | "AVG") {
+    if matches!(
+        upper.as_str(),
+        "REF" | "GND" | "COM" | "CMS" | "DRL" | "AVG"
+    ) {
         return LabelKind::Reference;
     }
     if let Some((head, tail)) = s.split_once(['-', '/']) {
@@ -218,7 +241,11 @@ pub enum MappingError {
     #[error("channel label(s) that map to no electrode: {}; give an explicit map (label: electrode) or fix the labels", list_unknown(.0))]
     Unmapped(Vec<(String, Vec<String>)>),
     #[error("labels `{first}` and `{second}` both map to electrode {electrode}; map one of them explicitly")]
-    Duplicate { electrode: String, first: String, second: String },
+    Duplicate {
+        electrode: String,
+        first: String,
+        second: String,
+    },
     #[error(transparent)]
     Electrode(#[from] ElectrodeError),
 }
@@ -269,7 +296,10 @@ pub fn map_labels<S: AsRef<str>>(
             });
         }
     }
-    Ok(ChannelMapping { electrodes, left_out })
+    Ok(ChannelMapping {
+        electrodes,
+        left_out,
+    })
 }
 
 #[cfg(test)]
@@ -293,7 +323,10 @@ mod tests {
         );
         assert_eq!(
             input_chans(&TUH_STANDARD_23).unwrap(),
-            vec![0, 1, 3, 18, 22, 40, 44, 62, 66, 81, 83, 16, 24, 89, 91, 90, 92, 95, 96, 20, 42, 64, 113, 114]
+            vec![
+                0, 1, 3, 18, 22, 40, 44, 62, 66, 81, 83, 16, 24, 89, 91, 90, 92, 95, 96, 20, 42,
+                64, 113, 114
+            ]
         );
     }
 
@@ -303,7 +336,10 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("`FP3`"), "{msg}");
         assert!(msg.contains("FP1") || msg.contains("FPZ"), "{msg}");
-        assert!(matches!(input_chans(&["FP1", "fp1"]), Err(ElectrodeError::Duplicate(_))));
+        assert!(matches!(
+            input_chans(&["FP1", "fp1"]),
+            Err(ElectrodeError::Duplicate(_))
+        ));
         assert_eq!(input_chans::<&str>(&[]), Err(ElectrodeError::Empty));
         // The bipolar names past the 128 rows are not usable.
         assert!(electrode("FP1-F3").is_err());
