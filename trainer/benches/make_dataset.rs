@@ -6,12 +6,16 @@
 //! input channel-samples (19 × samples at 500 Hz) per second, per core.
 //!
 //! Measured, each the median of `--passes` passes (default 3):
+//! * `read`: `labramd::recording` alone (the 19 EEG channels to µV).
 //! * `preprocess`: `labramd::dsp::preprocess` alone (read time excluded), one
 //!   thread, zero-phase and causal: against MNE's `cs_per_s_excl_read`.
-//! * `make-dataset`: the whole eegmat maker on one worker (read, map, preprocess,
-//!   cut 4-s windows every 2 s, write safetensors shards): against MNE's
-//!   `cs_per_s_incl_read` (read + filter + resample, no windows, no writing).
-//! * `make-dataset, N threads`: the same on every core, total and per core.
+//! * `make-dataset`: the whole eegmat maker with one worker (read, map,
+//!   preprocess, cut 4-s windows every 2 s, stream safetensors shards from the
+//!   writer thread): wall-clock rate, and the rate per CPU-second of the whole
+//!   process (user + system time from `/proc/self/stat`, all threads: the honest
+//!   "per core" figure), against MNE's `cs_per_s_incl_read` (read + filter +
+//!   resample on one thread, no windows, no writing).
+//! * `make-dataset, N threads`: the same with a worker per core.
 //!
 //! MNE runs `bench_mne.py` with OMP/MKL/OpenBLAS threads = 1, from the
 //! project's `.venv`. Run: `cargo bench -p labram-trainer --bench make_dataset`
@@ -41,6 +45,17 @@ fn files() -> Vec<PathBuf> {
         "the 16 eegmat files Subject00-07 are needed in ../shared/data/eegmat"
     );
     v
+}
+
+/// CPU seconds (user + system, all threads) this process has used, from
+/// `/proc/self/stat` (Linux; clock ticks of 1/100 s). `None` elsewhere.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -91,7 +106,24 @@ fn bench_preprocess(data: &[Vec<Vec<f32>>], mode: FilterMode, passes: usize) -> 
     median(rates)
 }
 
-fn bench_maker(files: &[PathBuf], mode: FilterMode, threads: usize, passes: usize) -> f64 {
+fn bench_read(files: &[PathBuf], passes: usize) -> f64 {
+    let mut rates = Vec::new();
+    for _ in 0..passes {
+        let t = Instant::now();
+        let data = load(files);
+        let cs: usize = data.iter().map(|d| d.len() * d[0].len()).sum();
+        rates.push(cs as f64 / t.elapsed().as_secs_f64());
+    }
+    median(rates)
+}
+
+/// Wall-clock rate and rate per CPU-second of the eegmat maker.
+fn bench_maker(
+    files: &[PathBuf],
+    mode: FilterMode,
+    threads: usize,
+    passes: usize,
+) -> (f64, Option<f64>) {
     let out = tempfile::tempdir().expect("temp dir");
     let opts = EegmatOptions {
         train: "0-7".parse().expect("subjects"),
@@ -102,6 +134,7 @@ fn bench_maker(files: &[PathBuf], mode: FilterMode, threads: usize, passes: usiz
         channels: EEGMAT_CHANNELS.iter().map(|s| s.to_string()).collect(),
     };
     let mut rates = Vec::new();
+    let mut cpu_rates = Vec::new();
     for _ in 0..passes {
         let common = Common {
             output: out.path().join("ds"),
@@ -113,13 +146,20 @@ fn bench_maker(files: &[PathBuf], mode: FilterMode, threads: usize, passes: usiz
             channel_map: Default::default(),
             skip_start_s: 0.0,
         };
+        let cpu0 = cpu_seconds();
         let t = Instant::now();
         let (summary, _) = makers::make_eegmat(files, &opts, &common).expect("make eegmat");
         let secs = t.elapsed().as_secs_f64();
+        let cpu = cpu_seconds().zip(cpu0).map(|(b, a)| b - a);
         assert_eq!(summary.used_files, files.len());
-        rates.push(summary.input_channel_samples as f64 / secs);
+        let cs = summary.input_channel_samples as f64;
+        rates.push(cs / secs);
+        if let Some(c) = cpu.filter(|c| *c > 0.0) {
+            cpu_rates.push(cs / c);
+        }
     }
-    median(rates)
+    let per_cpu = (cpu_rates.len() == rates.len()).then(|| median(cpu_rates));
+    (median(rates), per_cpu)
 }
 
 /// MNE's figures from bench_mne.py: (excl read, incl read) channel-samples/s.
@@ -178,19 +218,25 @@ fn main() {
         "make-dataset throughput: 16 eegmat files (Subject00-07), {} input channel-samples (19 ch at 500 Hz), median of {passes} passes",
         cs
     );
+    let read = bench_read(&files, passes);
+    println!("read (labramd::recording), 1 thread:         {read:>10.3e} cs/s");
+    let fmt_cpu = |c: Option<f64>| c.map_or("n/a".to_string(), |c| format!("{c:.3e}"));
     let modes = [FilterMode::ZeroPhase, FilterMode::Causal];
     let mut ours = Vec::new();
     for mode in modes {
         let p = bench_preprocess(&data, mode, passes);
-        let m1 = bench_maker(&files, mode, 1, passes);
-        let mn = bench_maker(&files, mode, threads, passes);
-        println!("{mode:>10}: preprocess only, 1 thread        {p:>12.3e} cs/s per core");
-        println!("{mode:>10}: make-dataset eegmat, 1 thread  {m1:>12.3e} cs/s per core");
+        let (m1, m1_cpu) = bench_maker(&files, mode, 1, passes);
+        let (mn, mn_cpu) = bench_maker(&files, mode, threads, passes);
+        println!("{mode:>10}: preprocess only, 1 thread:        {p:>10.3e} cs/s");
         println!(
-            "{mode:>10}: make-dataset eegmat, {threads} threads {mn:>12.3e} cs/s total, {:.3e} per core",
-            mn / threads as f64
+            "{mode:>10}: make-dataset eegmat, 1 worker:  {m1:>10.3e} cs/s wall, {} cs per CPU-second",
+            fmt_cpu(m1_cpu)
         );
-        ours.push((mode, p, m1));
+        println!(
+            "{mode:>10}: make-dataset eegmat, {threads} workers: {mn:>10.3e} cs/s wall, {} cs per CPU-second",
+            fmt_cpu(mn_cpu)
+        );
+        ours.push((mode, p, m1_cpu.unwrap_or(m1)));
     }
     if !with_mne {
         return;
@@ -201,7 +247,7 @@ fn main() {
     println!("MNE-Python {version} (bench_mne.py, 1 thread): {mne_excl:.3e} cs/s excl. read, {mne_incl:.3e} incl. read");
     for (mode, p, m1) in ours {
         println!(
-            "ratio {mode:>10}: preprocess / MNE excl. read = {:.1}x; make-dataset (read+windows+write) / MNE incl. read = {:.1}x",
+            "ratio {mode:>10}: preprocess / MNE excl. read = {:.1}x; make-dataset per CPU-second (read+windows+write) / MNE incl. read = {:.1}x",
             p / mne_excl,
             m1 / mne_incl
         );

@@ -333,10 +333,35 @@ impl DatasetWriter {
         offsets: &[usize],
     ) -> Result<(), FormatError> {
         let wl = self.meta.channels.len() * self.meta.window_samples();
-        if data.len() != wl * labels.len() || offsets.len() != labels.len() {
+        if data.len() != wl * labels.len() {
             return Err(FormatError::Shape {
-                got: vec![data.len(), labels.len(), offsets.len()],
-                expected: vec![wl * labels.len(), labels.len(), labels.len()],
+                got: vec![data.len()],
+                expected: vec![wl * labels.len()],
+            });
+        }
+        self.push_windows_with(split, labels, subject, source, offsets, |k, out| {
+            out.copy_from_slice(&data[k * wl..(k + 1) * wl])
+        })
+    }
+
+    /// Appends `labels.len()` windows of one recording to `split`; `fill(k,
+    /// out)` writes window `k` (`[C, P, 200]`, µV) into `out`, a scratch
+    /// buffer the writer reuses, so windows go from the recording to the file
+    /// without an intermediate copy of the whole set.
+    pub fn push_windows_with(
+        &mut self,
+        split: &str,
+        labels: &[usize],
+        subject: usize,
+        source: usize,
+        offsets: &[usize],
+        mut fill: impl FnMut(usize, &mut [f32]),
+    ) -> Result<(), FormatError> {
+        let wl = self.meta.channels.len() * self.meta.window_samples();
+        if offsets.len() != labels.len() {
+            return Err(FormatError::Shape {
+                got: vec![offsets.len()],
+                expected: vec![labels.len()],
             });
         }
         let n_classes = self.meta.classes.len();
@@ -347,6 +372,7 @@ impl DatasetWriter {
             });
         }
         let subject_name = self.meta.subjects.get(subject).cloned();
+        let mut scratch = vec![0.0f32; wl];
         for (k, (&label, &offset)) in labels.iter().zip(offsets).enumerate() {
             let entry = self.meta.splits.entry(split.to_string()).or_default();
             entry.windows += 1;
@@ -366,10 +392,11 @@ impl DatasetWriter {
             let Some(shard) = self.open.get_mut(split) else {
                 continue;
             };
+            fill(k, &mut scratch);
             write_le(
                 &mut shard.file,
                 &mut self.encode,
-                &data[k * wl..(k + 1) * wl],
+                &scratch,
                 f32::to_le_bytes,
             )
             .map_err(|source| FormatError::Io {

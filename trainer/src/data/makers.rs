@@ -173,14 +173,24 @@ pub struct WindowSpec {
     pub notes: BTreeMap<String, String>,
 }
 
-/// One recording's windows, back to back in one buffer (one allocation per
-/// file, written to the shard in one go).
+/// One recording's windows: the preprocessed rows and where each window
+/// starts (negative or past the end for TUEV's wrap-around). The writer cuts
+/// them straight into the shard.
 #[derive(Default)]
 struct FileWindows {
-    data: Vec<f32>,
+    rows: Vec<Vec<f32>>,
+    starts: Vec<i64>,
     labels: Vec<usize>,
     offsets: Vec<usize>,
     input_channel_samples: u64,
+}
+
+impl FileWindows {
+    fn add(&mut self, label: usize, start: i64, offset: usize) {
+        self.labels.push(label);
+        self.starts.push(start);
+        self.offsets.push(offset);
+    }
 }
 
 fn secs_to_samples(s: f64) -> usize {
@@ -197,16 +207,11 @@ fn cut_file(
     let hop = secs_to_samples(spec.hop_s).max(1);
     let first = secs_to_samples(common.skip_start_s);
     let n = p.samples();
-    let wl = p.channels.len() * len;
     let mut out = FileWindows::default();
     match &job.labeling {
         Labeling::File(label) => {
-            let starts = windows::sliding_starts(n, len, hop, first);
-            out.data.reserve_exact(starts.len() * wl);
-            for s in starts {
-                windows::cut_into(&p.data, s, len, &mut out.data);
-                out.labels.push(*label);
-                out.offsets.push(s);
+            for s in windows::sliding_starts(n, len, hop, first) {
+                out.add(*label, s as i64, s);
             }
             if out.labels.is_empty() {
                 return Err(SkipReason::new(
@@ -231,9 +236,7 @@ fn cut_file(
                 let dur = secs_to_samples(ev.duration_s);
                 for s in windows::event_starts(n, onset, dur, len, hop) {
                     if s >= first {
-                        windows::cut_into(&p.data, s, len, &mut out.data);
-                        out.labels.push(label);
-                        out.offsets.push(s);
+                        out.add(label, s as i64, s);
                     }
                 }
             }
@@ -290,9 +293,7 @@ fn cut_file(
                     ));
                 }
                 let start = s - ctx;
-                windows::cut_wrapping_into(&p.data, start, len, &mut out.data);
-                out.labels.push(ev.label);
-                out.offsets.push(start.rem_euclid(n as i64) as usize);
+                out.add(ev.label, start, start.rem_euclid(n as i64) as usize);
             }
         }
     }
@@ -342,9 +343,10 @@ pub fn make_windows(
                 &common.preprocessing,
                 events,
             )?;
-            let mut windows = cut_file(job, &p, spec, common)?;
-            windows.input_channel_samples = p.input_channel_samples();
-            Ok(windows)
+            let mut fw = cut_file(job, &p, spec, common)?;
+            fw.input_channel_samples = p.input_channel_samples();
+            fw.rows = p.data;
+            Ok(fw)
         },
         |k, result| {
             if write_error.is_some() {
@@ -360,13 +362,15 @@ pub fn make_windows(
                     let subject = writer.subject_index(&job.subject);
                     let source = writer.source_index(&job.file.name);
                     let count = fw.labels.len();
-                    if let Err(e) = writer.push_windows(
+                    let len = spec.window_patches * PATCH_SIZE;
+                    let (rows, starts) = (&fw.rows, &fw.starts);
+                    if let Err(e) = writer.push_windows_with(
                         &job.split,
-                        &fw.data,
                         &fw.labels,
                         subject,
                         source,
                         &fw.offsets,
+                        |k, out| windows::cut_wrapping_to(rows, starts[k], len, out),
                     ) {
                         write_error = Some(e);
                         return;

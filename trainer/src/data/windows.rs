@@ -77,6 +77,23 @@ pub fn cut_into(data: &[Vec<f32>], start: usize, len: usize, out: &mut Vec<f32>)
     }
 }
 
+/// [`cut_wrapping`] into a slice of `data.len() × len` values; a start inside
+/// the recording with the window fitting is a plain copy.
+pub fn cut_wrapping_to(data: &[Vec<f32>], start: i64, len: usize, out: &mut [f32]) {
+    for (row, o) in data.iter().zip(out.chunks_exact_mut(len.max(1))) {
+        let n = row.len() as i64;
+        if start >= 0 && start + len as i64 <= n {
+            o.copy_from_slice(&row[start as usize..start as usize + len]);
+        } else if n == 0 {
+            o.fill(0.0);
+        } else {
+            for (k, v) in o.iter_mut().enumerate() {
+                *v = row[(start + k as i64).rem_euclid(n) as usize];
+            }
+        }
+    }
+}
+
 /// Like [`cut`], but indices wrap around the recording (`i mod n`): the
 /// official TUEV maker cuts its windows from the signal concatenated three
 /// times, so an event near either end borrows samples from the other end.
@@ -157,6 +174,11 @@ mod tests {
             cut_wrapping(&data, 8, 3),
             vec![8.0, 9.0, 0.0, 18.0, 19.0, 10.0]
         );
+        for start in [-3i64, 0, 4, 8, 12] {
+            let mut out = vec![0.0; 8];
+            cut_wrapping_to(&data, start, 4, &mut out);
+            assert_eq!(out, cut_wrapping(&data, start, 4), "start {start}");
+        }
     }
 
     #[test]
