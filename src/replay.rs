@@ -15,6 +15,8 @@
 //! the file starts again and timestamps keep increasing.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use lsl::ExPushable;
 
@@ -215,7 +217,53 @@ fn outlet_for(
     lsl::StreamOutlet::new(&info, chunk as i32, 360).map_err(err)
 }
 
-/// Runs `labramd replay` (until the end of the file, or forever with `--loop`).
+/// Sets the returned flag on SIGINT or SIGTERM. The handlers are installed
+/// explicitly because a process started in the background by a shell script
+/// inherits an ignored SIGINT, and `scripts/demo.sh` stops the replay with one.
+fn stop_on_signal() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build();
+    match rt {
+        Ok(rt) => {
+            let spawned = std::thread::Builder::new()
+                .name("labramd-replay-signals".into())
+                .spawn(move || {
+                    rt.block_on(async {
+                        let term = tokio::signal::unix::signal(
+                            tokio::signal::unix::SignalKind::terminate(),
+                        );
+                        match term {
+                            Ok(mut term) => {
+                                tokio::select! {
+                                    _ = tokio::signal::ctrl_c() => {}
+                                    _ = term.recv() => {}
+                                }
+                            }
+                            Err(_) => {
+                                let _ = tokio::signal::ctrl_c().await;
+                            }
+                        }
+                    });
+                    flag.store(true, Ordering::Relaxed);
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(
+                    "cannot watch for SIGINT/SIGTERM ({e}); stop the replay with SIGKILL"
+                );
+            }
+        }
+        Err(e) => {
+            tracing::warn!("cannot watch for SIGINT/SIGTERM ({e}); stop the replay with SIGKILL")
+        }
+    }
+    stop
+}
+
+/// Runs `labramd replay` (until the end of the file, forever with `--loop`, or
+/// until SIGINT/SIGTERM, which close the stream cleanly).
 pub fn run(args: &ReplayArgs) -> Result<(), ReplayError> {
     if !(args.speed.is_finite() && args.speed > 0.0) {
         return Err(ReplayError::BadArgument {
@@ -233,6 +281,7 @@ pub fn run(args: &ReplayArgs) -> Result<(), ReplayError> {
     }
     let mut reader = EdfReader::open(&args.file)?;
     let plan = plan(&reader)?;
+    let stop = stop_on_signal();
     let name = args.name.clone().unwrap_or_else(|| {
         args.file
             .file_stem()
@@ -274,7 +323,7 @@ pub fn run(args: &ReplayArgs) -> Result<(), ReplayError> {
     // Seconds of recording before the current pass (grows with --loop).
     let mut pass_offset = 0.0;
     let mut pass_end = 0.0f64;
-    loop {
+    'stream: loop {
         frames.clear();
         let Some(block) = reader.read_frames(&plan.signals, &mut frames)? else {
             if !args.looping {
@@ -287,6 +336,10 @@ pub fn run(args: &ReplayArgs) -> Result<(), ReplayError> {
         let onset = pass_offset + block.onset_s;
         pass_end = pass_end.max(block.onset_s + block.frames as f64 / rate);
         for c0 in (0..block.frames).step_by(chunk) {
+            if stop.load(Ordering::Relaxed) {
+                tracing::info!("signal received: closing the stream");
+                break 'stream;
+            }
             let c1 = (c0 + chunk).min(block.frames);
             let stamp = |i: usize| t0 + (onset + i as f64 / rate) / args.speed;
             let due = stamp(c1 - 1);
@@ -305,9 +358,11 @@ pub fn run(args: &ReplayArgs) -> Result<(), ReplayError> {
             }
         }
     }
-    tracing::info!("end of {}; closing the stream", args.file.display());
-    // Let consumers receive the tail before the outlet goes.
-    std::thread::sleep(std::time::Duration::from_secs(1));
+    if !stop.load(Ordering::Relaxed) {
+        tracing::info!("end of {}; closing the stream", args.file.display());
+        // Let consumers receive the tail before the outlet goes.
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
     Ok(())
 }
 
