@@ -175,15 +175,6 @@ fn variants() -> Vec<(&'static str, GraphOptions)> {
                 flat_tokens: false,
                 attention: AttentionImpl::Standard,
                 pool_before_last_fc2: false,
-                skip_layer_norm: false,
-            },
-        ),
-        (
-            "contrib attention + skip layer norm",
-            GraphOptions {
-                attention: AttentionImpl::ContribMha,
-                skip_layer_norm: true,
-                ..d
             },
         ),
     ]

@@ -73,9 +73,6 @@ pub struct Args {
     /// Pool after the last fc2, like the official code, instead of before it.
     #[arg(long, hide = true)]
     pub late_pooling: bool,
-    /// Use ONNX Runtime's contrib com.microsoft.SkipLayerNormalization (ORT-only model).
-    #[arg(long, hide = true)]
-    pub contrib_skip_layer_norm: bool,
 }
 
 /// `--filter-mode` values.
@@ -168,7 +165,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 AttentionImpl::Standard
             },
             pool_before_last_fc2: !a.late_pooling,
-            skip_layer_norm: a.contrib_skip_layer_norm,
         },
     };
     let summary = export::export(&req)?;

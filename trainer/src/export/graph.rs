@@ -177,38 +177,14 @@ impl GraphBuilder {
         attrs: &[(&str, Attr)],
         n_outputs: usize,
     ) -> Vec<String> {
-        self.op_some_outputs(scope, domain, op, inputs, attrs, &vec![true; n_outputs])
-    }
-
-    /// Appends a node whose optional outputs are left out where `wanted` is false
-    /// (ONNX names a left-out output `""`); returns all output names.
-    pub fn op_some_outputs(
-        &mut self,
-        scope: &str,
-        domain: &str,
-        op: &str,
-        inputs: &[&str],
-        attrs: &[(&str, Attr)],
-        wanted: &[bool],
-    ) -> Vec<String> {
         let id = self.counter;
         self.counter += 1;
         let name = format!("{scope}/{op}_{id}");
-        let mut outputs: Vec<String> = wanted
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| {
-                if w {
-                    format!("{name}:{i}")
-                } else {
-                    String::new()
-                }
-            })
-            .collect();
-        // Trailing left-out outputs are simply not listed.
-        while outputs.last().is_some_and(|o| o.is_empty()) {
-            outputs.pop();
-        }
+        let outputs: Vec<String> = if n_outputs == 1 {
+            vec![format!("{name}:0")]
+        } else {
+            (0..n_outputs).map(|i| format!("{name}:{i}")).collect()
+        };
         if !domain.is_empty() {
             self.domains.insert(domain.to_string());
         }

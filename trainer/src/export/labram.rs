@@ -99,9 +99,6 @@ pub struct GraphOptions {
     /// linear), which turns the last `fc2` from [N, 4D]×[4D, D] into [1, 4D]×[4D, D]
     /// and skips the CLS row of the last MLP, whose output is never pooled.
     pub pool_before_last_fc2: bool,
-    /// Write each residual `Add` + the following `LayerNormalization` as ONNX
-    /// Runtime's contrib `com.microsoft.SkipLayerNormalization` (ORT-only model).
-    pub skip_layer_norm: bool,
 }
 
 /// How the attention core (softmax(q·kᵀ)·v over heads) is written.
@@ -121,7 +118,6 @@ impl Default for GraphOptions {
             flat_tokens: true,
             attention: AttentionImpl::Standard,
             pool_before_last_fc2: true,
-            skip_layer_norm: false,
         }
     }
 }
@@ -405,25 +401,13 @@ pub fn build_graph(
         let flat = g.ints(&[-1, d as i64]);
         x = g.op("/embed", "Reshape", &[&x, &flat], &[]);
     }
-    let mut stream = Stream::Value(x);
     for b in 0..arch.depth {
         let last = b + 1 == arch.depth;
-        stream = block(
-            &mut g,
-            sd,
-            layout,
-            &dims,
-            &mut shapes,
-            opts,
-            b,
-            last,
-            stream,
-        )?;
+        x = block(&mut g, sd, layout, &dims, &mut shapes, opts, b, last, x)?;
     }
 
     // --- head: mean over patch tokens (CLS excluded) → fc_norm → head ---
     let s = "/head";
-    let x = stream.value(&mut g, s);
     let pooled = if opts.pool_before_last_fc2 {
         x // the last block already returned the pooled features
     } else {
@@ -507,51 +491,6 @@ impl Shapes {
     }
 }
 
-/// The residual stream between blocks: a value, or a sum `a + b` not yet formed, so
-/// that the LayerNorm that follows can form it (SkipLayerNormalization).
-enum Stream {
-    Value(String),
-    Pending(String, String),
-}
-
-impl Stream {
-    /// The stream as one value (adds a pending sum).
-    fn value(self, g: &mut GraphBuilder, scope: &str) -> String {
-        match self {
-            Stream::Value(x) => x,
-            Stream::Pending(a, b) => g.op(scope, "Add", &[&a, &b], &[]),
-        }
-    }
-
-    /// `(LayerNorm(stream), stream as a value)`.
-    fn norm(
-        self,
-        g: &mut GraphBuilder,
-        scope: &str,
-        w: &str,
-        b: &str,
-        opts: GraphOptions,
-    ) -> (String, String) {
-        match self {
-            Stream::Pending(a, skip) if opts.skip_layer_norm => {
-                let out = g.op_some_outputs(
-                    scope,
-                    "com.microsoft",
-                    "SkipLayerNormalization",
-                    &[&skip, &a, w, b],
-                    &[("epsilon", Attr::Float(LN_EPS))],
-                    &[true, false, false, true],
-                );
-                (out[0].clone(), out[3].clone())
-            }
-            stream => {
-                let x = stream.value(g, scope);
-                (layer_norm(g, scope, &x, w, b), x)
-            }
-        }
-    }
-}
-
 /// One transformer block: `x += γ1·attn(norm1(x)); x += γ2·mlp(norm2(x))`.
 #[allow(clippy::too_many_arguments)]
 fn block(
@@ -563,8 +502,8 @@ fn block(
     opts: GraphOptions,
     b: usize,
     last: bool,
-    x: Stream,
-) -> Result<Stream, ExportError> {
+    x: String,
+) -> Result<String, ExportError> {
     let (d, hd, attn_scale) = (dm.d, dm.hd, dm.attn_scale);
     let (di, hi, hdi) = (d as i64, dm.heads as i64, hd as i64);
     let p = format!("blocks.{b}");
@@ -590,7 +529,7 @@ fn block(
         &[d],
         t(sd, &format!("{p}.norm1.bias"))?,
     );
-    let (h, x) = x.norm(g, &format!("{s}/norm1"), &n1w, &n1b, opts);
+    let h = layer_norm(g, &format!("{s}/norm1"), &x, &n1w, &n1b);
     let mut wqkv = transposed(t(sd, &format!("{p}.attn.qkv.weight"))?, 3 * d, d);
     let mut qkv_bias = if layout.qkv_bias {
         let mut v = t(sd, &format!("{p}.attn.q_bias"))?.to_vec();
@@ -758,7 +697,7 @@ fn block(
         g1,
         opts.fold_layer_scale,
     );
-    let x = Stream::Pending(x, o);
+    let x = g.op(&s, "Add", &[&x, &o], &[]);
 
     // MLP
     let sm = format!("{s}/mlp");
@@ -773,14 +712,13 @@ fn block(
         t(sd, &format!("{p}.norm2.bias"))?,
     );
     let pool = last && opts.pool_before_last_fc2;
-    let (h, x) = if pool {
-        // With early pooling the last MLP only sees the patch tokens, [B, N-1, D].
-        let x = x.value(g, &s);
-        let x = patch_tokens(g, sh, &sm, &x, d, opts);
-        (layer_norm(g, &format!("{s}/norm2"), &x, &n2w, &n2b), x)
+    // With early pooling the last MLP only sees the patch tokens, [B, N-1, D].
+    let x = if pool {
+        patch_tokens(g, sh, &sm, &x, d, opts)
     } else {
-        x.norm(g, &format!("{s}/norm2"), &n2w, &n2b, opts)
+        x
     };
+    let h = layer_norm(g, &format!("{s}/norm2"), &x, &n2w, &n2b);
     let h = linear_scaled(
         g,
         &format!("{sm}/fc1"),
@@ -820,11 +758,7 @@ fn block(
         g2,
         opts.fold_layer_scale,
     );
-    Ok(if pool {
-        Stream::Value(g.op(&s, "Add", &[&x, &h], &[]))
-    } else {
-        Stream::Pending(x, h)
-    })
+    Ok(g.op(&s, "Add", &[&x, &h], &[]))
 }
 
 /// The patch tokens `x[:, 1:]` as `[B, N-1, D]` (CLS dropped), from flat or 3-D tokens.
