@@ -67,9 +67,11 @@ pub struct Args {
     /// Keep [B, N, D] activations instead of flat [B·N, D] ones (for comparison).
     #[arg(long, hide = true)]
     pub no_flat: bool,
-    /// Use ONNX Runtime's contrib com.microsoft.MultiHeadAttention (ORT-only model).
-    #[arg(long, hide = true)]
-    pub contrib_attention: bool,
+    /// Write the attention core (softmax(q·kᵀ)·v over heads) as ONNX Runtime's fused
+    /// `com.microsoft.MultiHeadAttention` instead of standard ONNX operators: faster
+    /// on ONNX Runtime (CPU and CUDA), but the model then runs only on ONNX Runtime.
+    #[arg(long, alias = "contrib-attention")]
+    pub ort_attention: bool,
     /// Pool after the last fc2, like the official code, instead of before it.
     #[arg(long, hide = true)]
     pub late_pooling: bool,
@@ -129,6 +131,9 @@ fn recorded_command(a: &Args) -> String {
     if a.trained {
         c.push_str(" --trained");
     }
+    if a.ort_attention {
+        c.push_str(" --ort-attention");
+    }
     c
 }
 
@@ -159,7 +164,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             fold_layer_scale: !a.no_fold,
             fold_attn_scale: !a.no_fold,
             flat_tokens: !a.no_flat,
-            attention: if a.contrib_attention {
+            attention: if a.ort_attention {
                 AttentionImpl::ContribMha
             } else {
                 AttentionImpl::Standard
