@@ -91,19 +91,30 @@ fn pre(mode: FilterMode) -> Preprocessing {
     }
 }
 
-fn bench_preprocess(data: &[Vec<Vec<f32>>], mode: FilterMode, passes: usize) -> f64 {
+/// Wall-clock rate and rate per CPU-second of `labramd::dsp::preprocess`.
+fn bench_preprocess(data: &[Vec<Vec<f32>>], mode: FilterMode, passes: usize) -> (f64, Option<f64>) {
     let cs: usize = data.iter().map(|d| d.len() * d[0].len()).sum();
     let p = pre(mode);
     let mut rates = Vec::new();
+    let mut cpu_rates = Vec::new();
     for _ in 0..passes {
+        let cpu0 = cpu_seconds();
         let t = Instant::now();
         for d in data {
             let out = labramd::dsp::preprocess(d, 500.0, &p).expect("preprocess");
             std::hint::black_box(out);
         }
         rates.push(cs as f64 / t.elapsed().as_secs_f64());
+        if let Some(c) = cpu_seconds()
+            .zip(cpu0)
+            .map(|(b, a)| b - a)
+            .filter(|c| *c > 0.0)
+        {
+            cpu_rates.push(cs as f64 / c);
+        }
     }
-    median(rates)
+    let per_cpu = (cpu_rates.len() == rates.len()).then(|| median(cpu_rates));
+    (median(rates), per_cpu)
 }
 
 fn bench_read(files: &[PathBuf], passes: usize) -> f64 {
@@ -162,8 +173,46 @@ fn bench_maker(
     (median(rates), per_cpu)
 }
 
-/// MNE's figures from bench_mne.py: (excl read, incl read) channel-samples/s.
-fn mne(passes: usize) -> Option<(f64, f64, String)> {
+/// MNE's figures: wall-clock rates from `bench_mne.py` itself, and rates per
+/// CPU-second from the same chain (its `one()` steps) timed with
+/// `time.process_time()`, so both sides are also compared in CPU time when the
+/// machine is shared. Fields: (excl. read, incl. read) wall, then CPU.
+struct MneFigures {
+    excl: f64,
+    incl: f64,
+    excl_cpu: f64,
+    incl_cpu: f64,
+    version: String,
+}
+
+const MNE_CPU: &str = r#"
+import sys, time, json, importlib.util, statistics
+spec = importlib.util.spec_from_file_location("bench_mne", sys.argv[1])
+m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+mne = m.mne
+def one(path):
+    c0 = time.process_time()
+    raw = mne.io.read_raw_edf(path, preload=True, verbose="error")
+    c1 = time.process_time()
+    raw.drop_channels([c for c in m.DROP if c in raw.ch_names])
+    n = int(len(raw.ch_names) * raw.n_times)
+    raw.filter(l_freq=0.1, h_freq=75.0, n_jobs=1, verbose="error")
+    raw.notch_filter(50.0, n_jobs=1, verbose="error")
+    raw.resample(200, n_jobs=1, verbose="error")
+    raw.get_data(units="uV")
+    c2 = time.process_time()
+    return c1 - c0, c2 - c1, n
+one(m.FILES[0])
+excl, incl = [], []
+for _ in range(int(sys.argv[2])):
+    rd = pr = cs = 0
+    for f in m.FILES:
+        r, p, n = one(f); rd += r; pr += p; cs += n
+    excl.append(cs / pr); incl.append(cs / (rd + pr))
+print(json.dumps(dict(excl=statistics.median(excl), incl=statistics.median(incl))))
+"#;
+
+fn mne(passes: usize) -> Option<MneFigures> {
     let py = manifest().join("../.venv/bin/python");
     let script = manifest().join("../../shared/bench/bench_mne.py");
     if !py.exists() || !script.exists() {
@@ -174,30 +223,38 @@ fn mne(passes: usize) -> Option<(f64, f64, String)> {
         );
         return None;
     }
+    let run = |cmd: &mut Command| -> Option<Vec<u8>> {
+        let out = cmd
+            .env("OMP_NUM_THREADS", "1")
+            .env("MKL_NUM_THREADS", "1")
+            .env("OPENBLAS_NUM_THREADS", "1")
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            eprintln!("MNE run failed:\n{}", String::from_utf8_lossy(&out.stderr));
+            return None;
+        }
+        Some(out.stdout)
+    };
     let json = tempfile::NamedTempFile::new().ok()?;
-    let st = Command::new(&py)
+    run(Command::new(&py)
         .arg(&script)
         .args(["--passes", &passes.to_string(), "--out"])
-        .arg(json.path())
-        .env("OMP_NUM_THREADS", "1")
-        .env("MKL_NUM_THREADS", "1")
-        .env("OPENBLAS_NUM_THREADS", "1")
-        .output()
-        .ok()?;
-    if !st.status.success() {
-        eprintln!(
-            "bench_mne.py failed:\n{}",
-            String::from_utf8_lossy(&st.stderr)
-        );
-        return None;
-    }
+        .arg(json.path()))?;
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(json.path()).ok()?).ok()?;
     let m = &v["median_pass"];
-    Some((
-        m["cs_per_s_excl_read"].as_f64()?,
-        m["cs_per_s_incl_read"].as_f64()?,
-        v["mne"].as_str().unwrap_or("?").to_string(),
-    ))
+    let cpu_out = run(Command::new(&py)
+        .args(["-c", MNE_CPU])
+        .arg(&script)
+        .arg(passes.to_string()))?;
+    let cpu: serde_json::Value = serde_json::from_slice(&cpu_out).ok()?;
+    Some(MneFigures {
+        excl: m["cs_per_s_excl_read"].as_f64()?,
+        incl: m["cs_per_s_incl_read"].as_f64()?,
+        excl_cpu: cpu["excl"].as_f64()?,
+        incl_cpu: cpu["incl"].as_f64()?,
+        version: v["mne"].as_str().unwrap_or("?").to_string(),
+    })
 }
 
 fn main() {
@@ -224,10 +281,13 @@ fn main() {
     let modes = [FilterMode::ZeroPhase, FilterMode::Causal];
     let mut ours = Vec::new();
     for mode in modes {
-        let p = bench_preprocess(&data, mode, passes);
+        let (p, p_cpu) = bench_preprocess(&data, mode, passes);
         let (m1, m1_cpu) = bench_maker(&files, mode, 1, passes);
         let (mn, mn_cpu) = bench_maker(&files, mode, threads, passes);
-        println!("{mode:>10}: preprocess only, 1 thread:        {p:>10.3e} cs/s");
+        println!(
+            "{mode:>10}: preprocess only, 1 thread:      {p:>10.3e} cs/s wall, {} cs per CPU-second",
+            fmt_cpu(p_cpu)
+        );
         println!(
             "{mode:>10}: make-dataset eegmat, 1 worker:  {m1:>10.3e} cs/s wall, {} cs per CPU-second",
             fmt_cpu(m1_cpu)
@@ -236,20 +296,26 @@ fn main() {
             "{mode:>10}: make-dataset eegmat, {threads} workers: {mn:>10.3e} cs/s wall, {} cs per CPU-second",
             fmt_cpu(mn_cpu)
         );
-        ours.push((mode, p, m1_cpu.unwrap_or(m1)));
+        ours.push((mode, p, p_cpu, m1, m1_cpu));
     }
     if !with_mne {
         return;
     }
-    let Some((mne_excl, mne_incl, version)) = mne(passes) else {
+    let Some(m) = mne(passes) else {
         return;
     };
-    println!("MNE-Python {version} (bench_mne.py, 1 thread): {mne_excl:.3e} cs/s excl. read, {mne_incl:.3e} incl. read");
-    for (mode, p, m1) in ours {
+    println!(
+        "MNE-Python {} (bench_mne.py chain, 1 thread): {:.3e} / {:.3e} cs/s wall excl. / incl. read, {:.3e} / {:.3e} per CPU-second",
+        m.version, m.excl, m.incl, m.excl_cpu, m.incl_cpu
+    );
+    let ratio = |a: Option<f64>, b: f64| a.map_or("n/a".to_string(), |a| format!("{:.1}x", a / b));
+    for (mode, p, p_cpu, m1, m1_cpu) in ours {
         println!(
-            "ratio {mode:>10}: preprocess / MNE excl. read = {:.1}x; make-dataset per CPU-second (read+windows+write) / MNE incl. read = {:.1}x",
-            p / mne_excl,
-            m1 / mne_incl
+            "ratio {mode:>10}: preprocess vs MNE excl. read {:.1}x wall, {} CPU; make-dataset (read+windows+write, 1 worker) vs MNE incl. read {:.1}x wall, {} CPU",
+            p / m.excl,
+            ratio(p_cpu, m.excl_cpu),
+            m1 / m.incl,
+            ratio(m1_cpu, m.incl_cpu)
         );
     }
 }
