@@ -237,6 +237,20 @@ fn main() {
         };
         rows.push((case.clone(), rust.map(|s| o.batch as f64 / s), loader));
     }
+    // The loader on a real dataset (memory-mapped shards), when one has been made.
+    let real = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../out/eegmat-causal");
+    if real.join("meta.json").exists() {
+        match labram_trainer::train::windows::open_splits(&real, [&[], &[], &[]], true) {
+            Ok(s) => println!(
+                "loader on out/eegmat-causal (mmap, {} train windows of {} ch x {} patches): {:.0} samples/s",
+                s.train.len(),
+                s.channels.len(),
+                s.patches,
+                loader_rate(&s.train, o.batch, device)
+            ),
+            Err(e) => eprintln!("out/eegmat-causal: {e}"),
+        }
+    }
     let mut torch: Option<serde_json::Value> = None;
     if o.torch {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/train_step_torch.py");
