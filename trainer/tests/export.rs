@@ -512,6 +512,7 @@ fn cli_exports_and_reports_errors() {
         "8",
         "--classes",
         "left,right",
+        "--trained",
     ]);
     assert!(
         ok.status.success(),
@@ -521,6 +522,7 @@ fn cli_exports_and_reports_errors() {
     let card = ModelCard::load_for_model(&out).expect("card");
     assert_eq!(card.channels, vec!["FP1", "FP2", "C3", "C4"]);
     assert_eq!(card.window_patches, 8);
+    assert!(card.trained, "--trained must reach the card");
     let cmd = card.provenance.command.expect("command");
     assert!(
         cmd.starts_with("labram-trainer export --checkpoint finetune_base.pth"),
@@ -576,5 +578,78 @@ fn onnx_matches_the_tch_forward_on_other_shapes() {
         let err = rel_l2(&ours, &theirs);
         println!("{shape:?} vs tch forward: logits rel-L2 {err:.2e}");
         assert!(err <= TOLERANCE, "{shape:?}: rel-L2 {err:.3e}");
+    }
+}
+
+/// Checkpoint layouts the golden set does not have, from this crate's tch networks
+/// with random weights: `qkv_bias` (q_bias/v_bias) without q/k norm and without layer
+/// scale on Base, and the Large architecture (16 TemporalConv channels, 16 heads of
+/// 25, 24 blocks). Each export, standard and with `--ort-attention`, must give the
+/// tch forward's logits.
+#[test]
+fn other_layouts_and_large_match_the_tch_forward() {
+    use labram_trainer::model::{load_strict, state_dict, NeuralTransformer, TransformerConfig};
+    tch::manual_seed(11);
+    let cases = [
+        (
+            "labram_base_patch200_200",
+            3usize,
+            true,
+            false,
+            0.0,
+            [2usize, 6, 5, 200],
+        ),
+        (
+            "labram_large_patch200_200",
+            4,
+            false,
+            true,
+            0.1,
+            [1, 5, 3, 200],
+        ),
+    ];
+    for (name, k, qkv_bias, qk_norm, init_values, shape) in cases {
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let mut cfg = TransformerConfig::from_name(name, k as i64).expect("config");
+        cfg.backbone.qkv_bias = qkv_bias;
+        cfg.backbone.qk_norm = qk_norm;
+        cfg.backbone.init_values = init_values;
+        let net = NeuralTransformer::new(&vs.root(), &cfg);
+        let mut sd = state_dict(&vs).expect("state dict");
+        // Make the parts a fresh init leaves at zero or one visible to the check.
+        for (i, (key, t)) in sd.iter_mut().enumerate() {
+            if key.ends_with("q_bias")
+                || key.ends_with("v_bias")
+                || key.starts_with("head.")
+                || key.contains("gamma_")
+            {
+                t.data = noise(t.data.len(), 1000 + i as u64, 0.2);
+            }
+        }
+        load_strict(&vs, &sd).expect("weights load");
+        let chans: Vec<i64> = [0, 1, 3, 18, 22, 40, 44]
+            .iter()
+            .take(shape[1] + 1)
+            .copied()
+            .collect();
+        let x = noise(shape.iter().product(), 77, 40.0);
+        let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+        let xt = tch::Tensor::from_slice(&x).reshape(dims.as_slice()) / 100.0;
+        let ic = tch::Tensor::from_slice(&chans);
+        let want = tch::no_grad(|| net.forward(&xt, &ic, false)).expect("tch forward");
+        let want = Vec::<f32>::try_from(want.reshape([-1])).expect("logits");
+        let arch = FinetuneArch::by_name(name).expect("arch");
+        for attention in [AttentionImpl::Standard, AttentionImpl::ContribMha] {
+            let opts = GraphOptions {
+                attention,
+                ..GraphOptions::default()
+            };
+            let model = export::onnx_bytes(&sd, arch, k, opts).expect("export");
+            let (oshape, got) = logits(&mut session(&model), &x, shape, &chans);
+            assert_eq!(oshape, vec![shape[0] as i64, k as i64]);
+            let err = rel_l2(&got, &want);
+            println!("{name} qkv_bias={qkv_bias} qk_norm={qk_norm} layer_scale={init_values} {attention:?} {shape:?}: logits rel-L2 {err:.2e}");
+            assert!(err <= TOLERANCE, "{name} {attention:?}: rel-L2 {err:.3e}");
+        }
     }
 }
