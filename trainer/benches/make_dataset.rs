@@ -12,8 +12,8 @@
 //! * `make-dataset`: the whole eegmat maker with one worker (read, map,
 //!   preprocess, cut 4-s windows every 2 s, stream safetensors shards from the
 //!   writer thread): wall-clock rate, and the rate per CPU-second of the whole
-//!   process (user + system time from `/proc/self/stat`, all threads: the honest
-//!   "per core" figure), against MNE's `cs_per_s_incl_read` (read + filter +
+//!   process over all passes (user + system time from `/proc/self/stat`, all
+//!   threads: the honest "per core" figure), against MNE's `cs_per_s_incl_read` (read + filter +
 //!   resample on one thread, no windows, no writing).
 //! * `make-dataset, N threads`: the same with a worker per core.
 //!
@@ -58,6 +58,13 @@ fn cpu_seconds() -> Option<f64> {
     Some(ticks / 100.0)
 }
 
+/// Channel-samples per CPU-second since `cpu0`, over all passes together
+/// (the clock ticks are 10 ms: one pass alone would be too coarse).
+fn per_cpu_second(cs: usize, cpu0: Option<f64>) -> Option<f64> {
+    let used = cpu_seconds()? - cpu0?;
+    (used > 0.0).then(|| cs as f64 / used)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -96,25 +103,16 @@ fn bench_preprocess(data: &[Vec<Vec<f32>>], mode: FilterMode, passes: usize) -> 
     let cs: usize = data.iter().map(|d| d.len() * d[0].len()).sum();
     let p = pre(mode);
     let mut rates = Vec::new();
-    let mut cpu_rates = Vec::new();
+    let cpu0 = cpu_seconds();
     for _ in 0..passes {
-        let cpu0 = cpu_seconds();
         let t = Instant::now();
         for d in data {
             let out = labramd::dsp::preprocess(d, 500.0, &p).expect("preprocess");
             std::hint::black_box(out);
         }
         rates.push(cs as f64 / t.elapsed().as_secs_f64());
-        if let Some(c) = cpu_seconds()
-            .zip(cpu0)
-            .map(|(b, a)| b - a)
-            .filter(|c| *c > 0.0)
-        {
-            cpu_rates.push(cs as f64 / c);
-        }
     }
-    let per_cpu = (cpu_rates.len() == rates.len()).then(|| median(cpu_rates));
-    (median(rates), per_cpu)
+    (median(rates), per_cpu_second(cs * passes, cpu0))
 }
 
 fn bench_read(files: &[PathBuf], passes: usize) -> f64 {
@@ -145,7 +143,8 @@ fn bench_maker(
         channels: EEGMAT_CHANNELS.iter().map(|s| s.to_string()).collect(),
     };
     let mut rates = Vec::new();
-    let mut cpu_rates = Vec::new();
+    let cpu0 = cpu_seconds();
+    let mut total = 0usize;
     for _ in 0..passes {
         let common = Common {
             output: out.path().join("ds"),
@@ -157,20 +156,14 @@ fn bench_maker(
             channel_map: Default::default(),
             skip_start_s: 0.0,
         };
-        let cpu0 = cpu_seconds();
         let t = Instant::now();
         let (summary, _) = makers::make_eegmat(files, &opts, &common).expect("make eegmat");
         let secs = t.elapsed().as_secs_f64();
-        let cpu = cpu_seconds().zip(cpu0).map(|(b, a)| b - a);
         assert_eq!(summary.used_files, files.len());
-        let cs = summary.input_channel_samples as f64;
-        rates.push(cs / secs);
-        if let Some(c) = cpu.filter(|c| *c > 0.0) {
-            cpu_rates.push(cs / c);
-        }
+        total += summary.input_channel_samples as usize;
+        rates.push(summary.input_channel_samples as f64 / secs);
     }
-    let per_cpu = (cpu_rates.len() == rates.len()).then(|| median(cpu_rates));
-    (median(rates), per_cpu)
+    (median(rates), per_cpu_second(total, cpu0))
 }
 
 /// MNE's figures: wall-clock rates from `bench_mne.py` itself, and rates per
