@@ -68,8 +68,9 @@ pub struct Args {
     #[arg(long, hide = true)]
     pub no_flat: bool,
     /// Write the attention core (softmax(q·kᵀ)·v over heads) as ONNX Runtime's fused
-    /// `com.microsoft.MultiHeadAttention` instead of standard ONNX operators: faster
-    /// on ONNX Runtime (CPU and CUDA), but the model then runs only on ONNX Runtime.
+    /// `com.microsoft.MultiHeadAttention` instead of standard ONNX operators: less CPU
+    /// work on ONNX Runtime (about 10 % at batch 8, even at batch 1; see
+    /// BENCHMARKS.md), but the model then runs only on ONNX Runtime.
     #[arg(long, alias = "contrib-attention")]
     pub ort_attention: bool,
     /// Pool after the last fc2, like the official code, instead of before it.
