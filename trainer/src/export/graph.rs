@@ -227,3 +227,41 @@ impl GraphBuilder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    #[test]
+    fn zero_valued_attributes_are_written() {
+        // ONNX's checker counts set fields: an `axis = 0` must still be on the wire.
+        let a = attribute("axis", &Attr::Int(0));
+        let bytes = a.encode_to_vec();
+        let back = AttributeProto::decode(bytes.as_slice()).expect("decode");
+        assert_eq!(back.i, Some(0));
+        assert_eq!(back.r#type, Some(attribute_type::INT));
+    }
+
+    #[test]
+    fn constants_are_interned_and_names_are_deterministic() {
+        let build = || {
+            let mut g = GraphBuilder::default();
+            let x = g.input_f32("x", &[Dim::Named("n"), Dim::Fixed(4)]);
+            let s1 = g.ints(&[0, -1]);
+            let s2 = g.ints(&[0, -1]);
+            assert_eq!(s1, s2);
+            let y = g.op("/a", "Reshape", &[&x, &s1], &[]);
+            let z = g.op_in_domain("/b", "com.microsoft", "Gelu", &[&y], &[], 1);
+            g.output_f32(&z[0], &[Dim::Named("n"), Dim::Fixed(4)]);
+            assert_eq!(g.extra_domains(), vec!["com.microsoft".to_string()]);
+            g.build("t").encode_to_vec()
+        };
+        let (a, b) = (build(), build());
+        assert_eq!(a, b);
+        let graph = GraphProto::decode(a.as_slice()).expect("decode");
+        assert_eq!(graph.initializer.len(), 1);
+        assert_eq!(graph.node[0].name.as_deref(), Some("/a/Reshape_0"));
+        assert_eq!(graph.node[1].domain.as_deref(), Some("com.microsoft"));
+    }
+}

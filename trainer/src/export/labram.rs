@@ -2,19 +2,25 @@
 //! ONNX graph straight from its state dict: no tracing, no libtorch.
 //!
 //! The graph follows the official forward (see `../shared/spec/LABRAM.md` and the
-//! golden README's quirks) with a few exact-in-float32-up-to-rounding rewrites that
-//! cut operators ORT would otherwise run one by one:
-//! * weights of every Linear are stored transposed (`[in, out]`), so each is a plain
-//!   `MatMul` with no `Transpose`;
+//! golden README's quirks), written so that ONNX Runtime fuses what it can
+//! (`LayerNormalization`, `Gelu` and `Conv` are single operators; GroupNorm is an
+//! `InstanceNormalization` over a `[B, 4, -1]` view, so its statistics span all C·P
+//! patches of a sample as in the original), with rewrites that are exact up to float32
+//! rounding and cut work or operators (see [`GraphOptions`]):
+//! * weights of every Linear are stored transposed (`[in, out]`): a plain `MatMul`;
+//! * tokens stay 2-D (`[B·N, D]`) through the blocks, so ORT fuses every Linear's
+//!   `MatMul` + `Add` into one `Gemm`;
+//! * q, k and v come from one `MatMul` and one `Transpose` to `[3, B, H, N, hd]`;
 //! * the layer-scale `gamma_1/2` is folded into the `proj`/`fc2` weights and biases
 //!   (`g ⊙ (xWᵀ + b) = x(Wᵀ·diag g) + g ⊙ b`);
 //! * the attention scale `head_dim^-0.5` is folded into the `q_norm` affine (or, without
-//!   q/k norm, into the q rows of `qkv`);
+//!   q/k norm, into the q columns of `qkv`);
 //! * the position and time embeddings are summed into one small `[C·P, D]` table before
-//!   they meet the tokens (the official code adds them one after the other).
+//!   they meet the tokens (the official code adds them one after the other);
+//! * the last block pools before its `fc2`.
 //!
 //! These change results by float rounding only; the parity tests bound the effect on
-//! the logits (rel-L2 ≤ 1e-4, measured far below). The `/ 100` of the official engines
+//! the logits (rel-L2 ≤ 1e-4, measured ~1e-6). The `/ 100` of the official engines
 //! stays an exact `Div` by 100 at the graph input.
 
 use super::graph::{Attr, Dim, GraphBuilder};
@@ -85,11 +91,15 @@ impl FinetuneArch {
     }
 }
 
-/// Graph-level rewrites; all on by default. Switching one off gives the literal
-/// official op sequence for that part (used by the tests to measure each rewrite).
+/// Graph-level rewrites. The default turns every exact rewrite on and writes the
+/// attention with standard operators; switching a rewrite off gives the literal
+/// official op sequence for that part (the tests check every variant, the bench
+/// times them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GraphOptions {
+    /// Fold `gamma_1`/`gamma_2` into the `proj`/`fc2` weights instead of a `Mul`.
     pub fold_layer_scale: bool,
+    /// Fold `head_dim^-0.5` into the q norm (or the q columns of `qkv`) instead of a `Mul`.
     pub fold_attn_scale: bool,
     /// Keep the token activations 2-D (`[B·N, D]`) through the blocks.
     pub flat_tokens: bool,
@@ -207,6 +217,11 @@ pub fn check_state_dict(sd: &StateDict, arch: &FinetuneArch) -> Result<Layout, E
             Some(t) if &t.shape != shape => {
                 wrong.push(format!("{name} is {:?}, expected {:?}", t.shape, shape))
             }
+            Some(t) if t.data.len() != shape.iter().product::<usize>() => wrong.push(format!(
+                "{name} holds {} values for its shape {:?}",
+                t.data.len(),
+                t.shape
+            )),
             Some(_) => {}
         }
     }
@@ -812,5 +827,49 @@ fn linear_scaled(
             g.op(scope, "Mul", &[&y, &gname], &[])
         }
         _ => y,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::TensorData;
+
+    #[test]
+    fn transposed_swaps_axes() {
+        // [[1, 2, 3], [4, 5, 6]] → [[1, 4], [2, 5], [3, 6]]
+        assert_eq!(
+            transposed(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3),
+            vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]
+        );
+    }
+
+    #[test]
+    fn state_dict_problems_are_listed_together() {
+        let mut sd = StateDict::new();
+        sd.insert(
+            "cls_token".into(),
+            TensorData {
+                shape: vec![1, 1, 199],
+                data: vec![0.0; 199],
+            },
+        );
+        sd.insert(
+            "student.mask_token".into(),
+            TensorData {
+                shape: vec![1, 1, 200],
+                data: vec![0.0; 200],
+            },
+        );
+        let arch = FinetuneArch::by_name("labram_base_patch200_200").expect("base");
+        let msg = check_state_dict(&sd, arch).expect_err("bad").to_string();
+        assert!(msg.contains("missing pos_embed"), "{msg}");
+        assert!(
+            msg.contains("cls_token is [1, 1, 199], expected [1, 1, 200]"),
+            "{msg}"
+        );
+        assert!(msg.contains("unexpected student.mask_token"), "{msg}");
+        assert!(msg.contains("pretraining"), "{msg}");
+        assert!(FinetuneArch::by_name("labram_tiny").is_err());
     }
 }
