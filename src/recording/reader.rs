@@ -153,19 +153,40 @@ impl<R: Read + Seek> EdfReader<R> {
     /// [`crate::dsp::preprocess`].
     pub fn read_all_uv(&mut self, signals: &[usize]) -> Result<Vec<Vec<f32>>, RecordingError> {
         self.check_signals(signals)?;
+        let h = &self.header;
+        let n_records = h.n_records;
         let mut out: Vec<Vec<f32>> = signals
             .iter()
-            .map(|&s| {
-                Vec::with_capacity(
-                    self.header.signals[s].samples_per_record * self.header.n_records,
-                )
-            })
+            .map(|&s| vec![0.0; h.signals[s].samples_per_record * n_records])
             .collect();
         self.seek_record(0)?;
-        while let Some(rec) = self.next_record()? {
-            for (o, &s) in out.iter_mut().zip(signals) {
-                rec.uv_into(s, o);
+        // Whole records, about 256 KiB per read call, decoded straight into
+        // the preallocated output: fewer calls than one per record, yet the
+        // chunk stays in cache (1 MiB chunks measured slower on EDF files).
+        let record_bytes = self.header.record_bytes;
+        let per_read = (UV_READ_BYTES / record_bytes.max(1)).clamp(1, n_records.max(1));
+        let mut chunk = vec![0u8; per_read * record_bytes];
+        let bdf = self.header.format == Format::Bdf;
+        let sample_bytes = self.header.sample_bytes;
+        let mut first = 0;
+        // A file whose signals all have 0 samples per record has nothing to read.
+        while first < n_records && record_bytes > 0 {
+            let count = per_read.min(n_records - first);
+            let bytes = &mut chunk[..count * record_bytes];
+            let offset = self.header.header_bytes as u64 + first as u64 * record_bytes as u64;
+            read_full(&mut self.inner, bytes, &self.header.path, offset)?;
+            for (r, rec) in bytes.chunks_exact(record_bytes).enumerate() {
+                for (o, &s) in out.iter_mut().zip(signals) {
+                    let sh = &self.header.signals[s];
+                    let spr = sh.samples_per_record;
+                    let start = sh.record_offset;
+                    let src = &rec[start..start + spr * sample_bytes];
+                    let dst = &mut o[(first + r) * spr..(first + r + 1) * spr];
+                    decode_uv(src, bdf, sh.gain, sh.offset, sh.to_uv(), dst);
+                }
             }
+            first += count;
+            self.next = first;
         }
         Ok(out)
     }
@@ -318,8 +339,16 @@ impl Record<'_> {
     /// unchanged) to `out`.
     pub fn uv_into(&self, signal: usize, out: &mut Vec<f32>) {
         let s = &self.header.signals[signal];
-        let k = s.to_uv();
-        out.extend(self.digital(signal).map(|d| (s.physical(d) * k) as f32));
+        let base = out.len();
+        out.resize(base + s.samples_per_record, 0.0);
+        decode_uv(
+            self.signal_bytes(signal),
+            self.header.format == Format::Bdf,
+            s.gain,
+            s.offset,
+            s.to_uv(),
+            &mut out[base..],
+        );
     }
 
     /// Parses the TALs of annotation signal `signal` in this record (the
@@ -347,6 +376,29 @@ impl Record<'_> {
     /// Whether this file is EDF+D/BDF+D (records may have gaps).
     pub fn is_discontinuous(&self) -> bool {
         self.header.continuity == Continuity::PlusDiscontinuous
+    }
+}
+
+/// Bytes [`EdfReader::read_all_uv`] reads per call (whole records).
+const UV_READ_BYTES: usize = 1 << 18;
+
+/// Decodes 16-bit (EDF) or 24-bit (BDF) little-endian samples into µV,
+/// `dst.len()` of them. Hand-written rather than built on
+/// [`Record::digital`] so the format branch sits outside the sample loop
+/// and each loop auto-vectorises; the arithmetic is exactly
+/// `(SignalHeader::physical(d) * to_uv) as f32`, so values are unchanged.
+fn decode_uv(src: &[u8], bdf: bool, gain: f64, offset: f64, to_uv: f64, dst: &mut [f32]) {
+    if bdf {
+        for (o, b) in dst.iter_mut().zip(src.chunks_exact(3)) {
+            // 24-bit little-endian two's complement: sign-extend via shift.
+            let d = i32::from_le_bytes([0, b[0], b[1], b[2]]) >> 8;
+            *o = (gain * (offset + d as f64) * to_uv) as f32;
+        }
+    } else {
+        for (o, b) in dst.iter_mut().zip(src.chunks_exact(2)) {
+            let d = i16::from_le_bytes([b[0], b[1]]) as i32;
+            *o = (gain * (offset + d as f64) * to_uv) as f32;
+        }
     }
 }
 
