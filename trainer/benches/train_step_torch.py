@@ -209,6 +209,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--cases", default="finetune-19x4,finetune-23x10,pretrain-19x8")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--profile", action="store_true", help="time the phases of one more fine-tuning step")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -228,15 +229,20 @@ def main():
             opt = optimizer(p, 5e-4, (0.9, 0.999), 0.05, 0.65, {"pos_embed", "cls_token", "time_embed"})
             y = torch.randint(0, 2, (args.batch,), generator=gen).to(dev)
 
-            def step():
+            def step(phases=None):
+                t = time.perf_counter()
                 opt.zero_grad()
                 logits = finetune_forward(p, x, input_chans, True)
                 logp = logits.log_softmax(-1)
                 loss = (0.9 * -logp.gather(-1, y[:, None]).squeeze(-1) + 0.1 * -logp.mean(-1)).mean()
-                loss.backward()
-                opt.step()
                 loss.item()
+                t1 = time.perf_counter()
+                loss.backward()
+                t2 = time.perf_counter()
+                opt.step()
                 sync()
+                if phases is not None:
+                    phases.extend([t1 - t, t2 - t1, time.perf_counter() - t2])
         else:
             p = backbone_params("student")
             p.update({"student.mask_token": param((1, 1, EMBED)), "student.norm.weight": torch.nn.Parameter(torch.ones(EMBED)), "student.norm.bias": torch.nn.Parameter(torch.zeros(EMBED)), "lm_head.weight": param((VOCAB, EMBED)), "lm_head.bias": torch.nn.Parameter(torch.zeros(VOCAB))})
@@ -263,6 +269,10 @@ def main():
                 sync()
         sec = time_steps(step, args.warmup, args.steps)
         out["cases"][case] = {"seconds_per_step": sec, "samples_per_s": args.batch / sec, "batch": args.batch, "steps": args.steps}
+        if args.profile and kind == "finetune":
+            phases = []
+            step(phases)
+            out["cases"][case]["phases_s"] = {"forward_loss": phases[0], "backward": phases[1], "adamw": phases[2]}
     print(json.dumps(out))
 
 
