@@ -61,7 +61,7 @@ fn parse_args() -> Result<Args> {
             "--no-python" => a.python = false,
             "--max-busy" => a.max_busy = it.next().context("--max-busy FRACTION")?.parse()?,
             "--bench" => {} // added by `cargo bench`
-            other => bail!("unknown argument {other}; known: --rounds N, --max-busy F, --variants default,unfolded,flat3d,contrib,latepool,literal, --checkpoint PATH, --no-python"),
+            other => bail!("unknown argument {other}; known: --rounds N, --max-busy F, --variants default,unfolded,flat3d,contrib,qkln,latepool,literal, --checkpoint PATH, --no-python"),
         }
     }
     Ok(a)
@@ -94,6 +94,11 @@ fn variant(name: &str) -> Result<GraphOptions> {
             flat_tokens: false,
             attention: AttentionImpl::Standard,
             pool_before_last_fc2: false,
+            merge_qk_norm: false,
+        },
+        "qkln" => GraphOptions {
+            merge_qk_norm: false,
+            ..d
         },
         other => bail!("unknown variant {other}"),
     })

@@ -175,6 +175,15 @@ fn variants() -> Vec<(&'static str, GraphOptions)> {
                 flat_tokens: false,
                 attention: AttentionImpl::Standard,
                 pool_before_last_fc2: false,
+                merge_qk_norm: false,
+            },
+        ),
+        (
+            "contrib attention, separate q/k norms",
+            GraphOptions {
+                attention: AttentionImpl::ContribMha,
+                merge_qk_norm: false,
+                ..d
             },
         ),
     ]

@@ -76,6 +76,9 @@ pub struct Args {
     /// Pool after the last fc2, like the official code, instead of before it.
     #[arg(long, hide = true)]
     pub late_pooling: bool,
+    /// Two per-head LayerNormalizations for q and k, as the official code (for comparison).
+    #[arg(long, hide = true)]
+    pub separate_qk_norm: bool,
 }
 
 /// `--filter-mode` values.
@@ -171,6 +174,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 AttentionImpl::Standard
             },
             pool_before_last_fc2: !a.late_pooling,
+            merge_qk_norm: !a.separate_qk_norm,
         },
     };
     let summary = export::export(&req)?;

@@ -116,6 +116,18 @@ impl GraphBuilder {
         name.to_string()
     }
 
+    /// A float32 initializer shared by several nodes: added on first use only.
+    pub fn weight_once(&mut self, name: &str, dims: &[usize], data: &[f32]) -> String {
+        if !self
+            .initializers
+            .iter()
+            .any(|t| t.name.as_deref() == Some(name))
+        {
+            self.weight(name, dims, data);
+        }
+        name.to_string()
+    }
+
     /// An int64 1-D constant (shapes, axes, indices), shared between its users.
     pub fn ints(&mut self, values: &[i64]) -> String {
         if let Some(n) = self.const_i64.get(values) {
