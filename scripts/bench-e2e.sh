@@ -9,13 +9,10 @@
 #            10 patches) to models/bench-anchor.onnx
 #
 #   scripts/bench-e2e.sh [SECONDS=120] [ROUNDS=1]     # e.g. scripts/bench-e2e.sh 30 for a quick check
-#   LSL118=1 scripts/bench-e2e.sh 120                 # also labramd linked to liblsl 1.18
 #
-# LSL118=1 adds a third system: the same daemon built (in target/lsl118) against the
-# liblsl 1.18 that the pylsl wheel ships instead of the 1.13 that lsl-sys bundles, by
-# overriding lsl-sys' build script (Cargo's `links` override). liblsl 1.13 waits for
-# data by sleeping 1 ms at a time, in the outlet's sending thread too, which adds up to
-# ~1 ms to every prediction; 1.18 wakes at once.
+# The daemon is the default build: linked to the liblsl 1.18 of the pylsl wheel (see
+# .cargo/config.toml). The model is exported again whenever labram-trainer is newer than it,
+# so the figures are always those of the current exporter.
 #
 # Prints, per system: windows received / expected, latency p50/p99/max, the model's own
 # inference time, the overhead above it (per window: latency − inference), CPU use
@@ -35,8 +32,8 @@ REF_ONNX="$ROOT/../shared/golden/reference_torch_export.onnx"
 echo "[bench-e2e] building labramd (release)" >&2
 cargo build --release -p labramd --bins 2>&1 | grep -Ev '^\s*(Compiling|Finished)' >&2 || true
 MODEL=models/bench-anchor.onnx
-if [ ! -f "$MODEL" ]; then
-  cargo build --release -p labram-trainer --bins 2>&1 | grep -Ev '^\s*(Compiling|Finished)' >&2 || true
+cargo build --release -p labram-trainer --bins 2>&1 | grep -Ev '^\s*(Compiling|Finished)' >&2 || true
+if [ ! -f "$MODEL" ] || [ target/release/labram-trainer -nt "$MODEL" ]; then
   echo "[bench-e2e] exporting the golden checkpoint to $MODEL (23 TUH channels, 10 patches)" >&2
   mkdir -p models
   target/release/labram-trainer export --checkpoint ../shared/golden/finetune_base.pth \
@@ -44,17 +41,7 @@ if [ ! -f "$MODEL" ]; then
     --channels FP1,FP2,F3,F4,C3,C4,P3,P4,O1,O2,F7,F8,T3,T4,T5,T6,A1,A2,FZ,CZ,PZ,T1,T2 \
     --task "latency benchmark (untrained golden weights)" --output "$MODEL" >&2
 fi
-
 SYSTEMS="py labramd"
-if [ -n "${LSL118:-}" ]; then
-  LSL_DIR="$(cd "$("$PY" -c 'import os, pylsl; print(os.path.dirname(pylsl.__file__))')/lib" && pwd -P)"
-  echo "[bench-e2e] building labramd against $LSL_DIR/liblsl.so (target/lsl118)" >&2
-  LABRAMD_LSL_RPATH="$LSL_DIR" cargo build --release -p labramd --bins --target-dir target/lsl118 \
-    --config "target.x86_64-unknown-linux-gnu.lsl.rustc-link-lib=['lsl']" \
-    --config "target.x86_64-unknown-linux-gnu.lsl.rustc-link-search=['$LSL_DIR']" 2>&1 \
-    | grep -Ev '^\s*(Compiling|Finished)' >&2 || true
-  SYSTEMS="$SYSTEMS labramd-lsl118"
-fi
 
 OUT="target/bench-e2e/$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$OUT"
@@ -65,7 +52,6 @@ for r in $(seq 1 "$ROUNDS"); do
   for sys in $SYSTEMS; do
     [ "$sys" = py ] && continue
     bin=target/release/labramd
-    [ "$sys" = labramd-lsl118 ] && bin=target/lsl118/release/labramd
     echo "[bench-e2e] round $r/$ROUNDS: $sys, ${SECONDS_RUN} s" >&2
     PY="$PY" "$BENCH/e2e.sh" "$OUT/$sys-$r" "$SECONDS_RUN" "$bin" run \
       --config configs/bench-anchor.yaml --summary "$OUT/$sys-$r/sut.json" >&2

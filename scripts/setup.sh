@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-time (idempotent, fast when done) set-up of a fresh machine for labramd:
-#   * Debian packages the native dependencies need (cmake for liblsl, libhdf5-dev),
+#   * Debian packages the native dependencies need (a C/C++ tool chain, libhdf5-dev),
 #   * a project-local Python venv (.venv, ignored by git) with the pinned packages of
 #     scripts/requirements.txt: libtorch for tch, libonnxruntime for ort, and the
 #     reference tools (pyedflib, MNE, h5py, pylsl, onnx) the tests compare against,
@@ -14,7 +14,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 
 # --- system packages -------------------------------------------------------------
 missing=()
-for pkg in cmake build-essential pkg-config libhdf5-dev; do
+for pkg in build-essential pkg-config libhdf5-dev; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
@@ -39,18 +39,13 @@ fi
 
 # --- stable links for the build (.cargo/config.toml) -------------------------------
 SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-mkdir -p .deps/include
+mkdir -p .deps
 ln -sfn "$SITE/torch" .deps/libtorch
 ORT_LIB="$(ls "$SITE"/onnxruntime/capi/libonnxruntime.so.* | head -n1)"
 ln -sfn "$ORT_LIB" .deps/libonnxruntime.so
-# liblsl 1.13 (bundled by lsl-sys) uses an old Boost that puts PTHREAD_STACK_MIN in an
-# `#if`; since glibc 2.34 that macro is a sysconf() call. This header, force-included
-# through CXXFLAGS (see .cargo/config.toml), makes it a constant again.
-cat > .deps/include/labramd_pthread_fix.h <<'H'
-#pragma once
-#include <limits.h>
-#include <pthread.h>
-#undef PTHREAD_STACK_MIN
-#define PTHREAD_STACK_MIN 16384
-H
-log "ready: venv $VENV, libtorch $(readlink .deps/libtorch), onnxruntime $ORT_LIB"
+# liblsl 1.18 from the pylsl wheel, linked instead of the 1.13 that lsl-sys would build
+# (see .cargo/config.toml: the `[target.x86_64-unknown-linux-gnu.lsl]` override).
+ln -sfn "$SITE/pylsl/lib" .deps/lsl
+[ -f .deps/lsl/liblsl.so ] || { log "no liblsl.so in $SITE/pylsl/lib: is pylsl 1.18.6 installed?"; exit 1; }
+rm -rf .deps/include   # the liblsl 1.13 build fix of earlier set-ups, no longer used
+log "ready: venv $VENV, libtorch $(readlink .deps/libtorch), onnxruntime $ORT_LIB, liblsl $(readlink .deps/lsl)"

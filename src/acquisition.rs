@@ -15,7 +15,8 @@
 //! the log, `/healthz` and `labramd_stream_connected`, and resolved again until it is
 //! back with the same channels and rate; the reconnect is a marker too.
 //!
-//! Waiting for data: liblsl 1.13 (the version `lsl-sys` bundles) waits in a pull
+//! Waiting for data: liblsl 1.13 (the version `lsl-sys` bundles; the project links
+//! 1.18 instead, see `.cargo/config.toml`, but a build against 1.13 works) waits in a pull
 //! with a timeout by sleeping 1 ms at a time, which would add up to a millisecond of
 //! latency to the window whose last sample it is waiting for. With that library the
 //! thread polls without timeout and sleeps [`POLL_INTERVAL`] between empty polls,

@@ -233,11 +233,16 @@ impl Classifier {
                 .map_err(|e| e.to_string())?
                 .with_inter_threads(1)
                 .map_err(|e| e.to_string())?
-                // Pool threads sleep as soon as a run ends instead of spinning for
-                // more work: the daemon runs one window per hop, and spinning threads
-                // would take the cores the LSL threads need to deliver the result.
-                .with_intra_op_spinning(false)
+                // The intra-op pool spins for the next operator during a run (ONNX
+                // Runtime's default; with spinning off every one of the graph's ~400
+                // operators waits for a woken thread: 1.3x slower on 2 cores), and stops
+                // spinning as soon as the run returns, so that the cores are free for the
+                // LSL threads that deliver the result and read the next input (spinning
+                // on after the run put 4-5 ms into the p99 of push -> receipt).
+                // BENCHMARKS.md "Daemon latency" has the measurements.
+                .with_config_entry("session.force_spinning_stop", "1")
                 .map_err(|e| e.to_string())?;
+
             if cuda {
                 b = register_cuda(b)?;
             }
