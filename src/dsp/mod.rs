@@ -100,16 +100,31 @@ fn preprocess_causal(
     let mut f0 = 0;
     while f0 < n {
         let nb = (n - f0).min(FRAMES);
-        for (c, s) in signals.iter().enumerate() {
-            for (i, &v) in s[f0..f0 + nb].iter().enumerate() {
-                inter[i * n_ch + c] = v;
+        // Channel rows to frames, 16 frames at a time: the rows are read in
+        // short runs and the block is written contiguously (a row-at-a-time
+        // scatter with a stride of one frame cost 5 % of a dataset maker's time).
+        const BLOCK: usize = 16;
+        let mut i0 = 0;
+        while i0 < nb {
+            let bn = (nb - i0).min(BLOCK);
+            let block = &mut inter[i0 * n_ch..(i0 + bn) * n_ch];
+            for (c, s) in signals.iter().enumerate() {
+                for (k, &v) in s[f0 + i0..f0 + i0 + bn].iter().enumerate() {
+                    block[k * n_ch + c] = v;
+                }
             }
+            i0 += bn;
         }
         out.clear();
         chain.process(&inter[..nb * n_ch], &mut out);
-        for row in out.chunks_exact(n_ch) {
-            for (o, &v) in outputs.iter_mut().zip(row) {
-                o.push(v);
+        // Frame-major back to one vector per channel: a channel at a time into
+        // pre-sized rows (per-value pushes cost 6 % of a dataset maker's time).
+        let rows = out.len() / n_ch;
+        for (c, o) in outputs.iter_mut().enumerate() {
+            let start = o.len();
+            o.resize(start + rows, 0.0);
+            for (d, row) in o[start..].iter_mut().zip(out.chunks_exact(n_ch)) {
+                *d = row[c];
             }
         }
         f0 += nb;

@@ -50,12 +50,12 @@
 //!   13·37·109, which needs Bluestein's algorithm) is evaluated as a chirp-z
 //!   transform over only the outputs kept and the non-zero bins: the same sums
 //!   with about half the work (see `ResampleStage`).
-//! * Plans (kernels' responses, chirps, FFT set-ups) are cached per thread by
+//! * Plans (kernels' responses, chirps, FFT set-ups) are cached process-wide by
 //!   (length, rate, parameters): files of equal length reuse them.
 
 use std::cell::RefCell;
 use std::f64::consts::PI;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use realfft::num_complex::{Complex, Complex32};
 use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
@@ -229,15 +229,14 @@ pub fn reflect_limited<
     let lz = (left + 1).saturating_sub(n);
     out.resize(lz, T::default());
     let (first, last) = (x[0], x[n - 1]);
-    // 2*x[0] - x[left:0:-1]
-    for k in (1..=left.min(n - 1)).rev() {
-        out.push(first + first - x[k]);
-    }
+    // 2*x[0] - x[left:0:-1] (extend from slices, not per-value pushes: these
+    // loops vectorise)
+    let l = left.min(n - 1);
+    out.extend(x[1..=l].iter().rev().map(|&v| first + first - v));
     out.extend_from_slice(x);
     // 2*x[-1] - x[-2:-right-2:-1]
-    for k in 0..right.min(n - 1) {
-        out.push(last + last - x[n - 2 - k]);
-    }
+    let r = right.min(n - 1);
+    out.extend(x[n - 1 - r..n - 1].iter().rev().map(|&v| last + last - v));
     let rz = (right + 1).saturating_sub(n);
     out.resize(out.len() + rz, T::default());
 }
@@ -480,7 +479,7 @@ pub struct ZeroPhaseChain {
 }
 
 /// Everything about a chain that depends only on (length, rate,
-/// preprocessing): shared through a small per-thread cache.
+/// preprocessing): shared through a small process-wide cache.
 struct Plan {
     n: usize,
     kernel_len: usize,
@@ -493,16 +492,23 @@ struct Plan {
 /// (n, fs, band edges, notch, output rate) as bits.
 type PlanKey = (usize, u64, Option<[u64; 2]>, Option<u64>, u64);
 
-/// Plans kept per thread (dataset makers see many files of a few lengths).
-const PLAN_CACHE: usize = 8;
+/// Plans kept (dataset makers see many files of a few lengths).
+const PLAN_CACHE_SIZE: usize = 8;
 
-thread_local! {
-    static PLAN_CACHE_TL: RefCell<Vec<(PlanKey, Arc<Plan>)>> = const { RefCell::new(Vec::new()) };
+/// Process-wide, not per thread: a dataset maker's workers are scoped threads
+/// that end with each run, and building a plan (kernel design, its f64
+/// response, chirps) costs about as much as filtering a few channels.
+static PLAN_CACHE: Mutex<Vec<(PlanKey, Arc<Plan>)>> = Mutex::new(Vec::new());
+
+/// The cache, also after a panic elsewhere while it was held (it only ever
+/// holds complete plans).
+fn plan_cache() -> std::sync::MutexGuard<'static, Vec<(PlanKey, Arc<Plan>)>> {
+    PLAN_CACHE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl ZeroPhaseChain {
     /// Plans the chain for channels of `n` samples at `fs` (or takes the
-    /// plan from this thread's cache).
+    /// plan from the process's cache).
     pub fn new(n: usize, fs: f64, pre: &Preprocessing) -> Result<Self, DspError> {
         let key: PlanKey = (
             n,
@@ -511,23 +517,23 @@ impl ZeroPhaseChain {
             pre.notch_hz.map(f64::to_bits),
             pre.sample_rate_hz.to_bits(),
         );
-        let cached = PLAN_CACHE_TL.with(|c| {
-            c.borrow()
-                .iter()
-                .find(|(k, _)| *k == key)
-                .map(|(_, p)| p.clone())
-        });
+        let cached = plan_cache()
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, p)| p.clone());
         let plan = match cached {
             Some(p) => p,
             None => {
+                // Built outside the lock: two threads may build the same plan
+                // once each, but never wait for each other.
                 let p = Arc::new(Plan::new(n, fs, pre)?);
-                PLAN_CACHE_TL.with(|c| {
-                    let mut c = c.borrow_mut();
-                    if c.len() >= PLAN_CACHE {
+                let mut c = plan_cache();
+                if !c.iter().any(|(k, _)| *k == key) {
+                    if c.len() >= PLAN_CACHE_SIZE {
                         c.remove(0);
                     }
                     c.push((key, p.clone()));
-                });
+                }
                 p
             }
         };
@@ -640,12 +646,13 @@ impl ZeroPhaseChain {
                 expected: plan.n,
             });
         }
-        self.tmp.clear();
-        self.tmp.extend_from_slice(x);
+        // The signal entering the resampler: `x` itself, or `tmp` after a
+        // separate filtering stage.
+        let mut filtered = false;
         // 1. Separate filtering stage (no resampling, or padding too short).
         if let Some(f) = &plan.filt {
             let half = plan.half;
-            reflect_limited(&self.tmp, half, f.len - plan.n - half, &mut self.pad);
+            reflect_limited(x, half, f.len - plan.n - half, &mut self.pad);
             self.spec.resize(f.len / 2 + 1, Complex32::default());
             self.scratch.resize(
                 f.fwd.get_scratch_len().max(f.inv.get_scratch_len()),
@@ -668,12 +675,14 @@ impl ZeroPhaseChain {
                 .map_err(fft_err)?;
             self.tmp.clear();
             self.tmp.extend_from_slice(&self.pad[half..half + plan.n]);
+            filtered = true;
         }
+        let signal: &[f32] = if filtered { &self.tmp } else { x };
         // 2. MNE's FFT resampling (with the filters' response when fused).
         let Some(r) = &plan.res else {
-            return Ok(self.tmp.clone());
+            return Ok(signal.to_vec());
         };
-        reflect_limited(&self.tmp, r.plan.npad0, r.plan.npad1, &mut self.pad);
+        reflect_limited(signal, r.plan.npad0, r.plan.npad1, &mut self.pad);
         self.spec
             .resize(r.plan.orig_len / 2 + 1, Complex32::default());
         let scratch_len = r

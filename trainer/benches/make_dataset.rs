@@ -19,7 +19,8 @@
 //!
 //! MNE runs `bench_mne.py` with OMP/MKL/OpenBLAS threads = 1, from the
 //! project's `.venv`. Run: `cargo bench -p labram-trainer --bench make_dataset`
-//! (add `-- --passes 5` for more passes, `-- --no-mne` to skip MNE).
+//! (add `-- --passes 5` for more passes, `-- --no-mne` to skip MNE, `-- --only-maker`
+//! to run the one-worker maker alone, e.g. under `perf record`).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -251,6 +252,8 @@ fn mne(passes: usize) -> Option<MneFigures> {
 }
 
 fn main() {
+    // As the labram-trainer binary does (see labram_trainer::memory).
+    labram_trainer::memory::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let passes = args
         .iter()
@@ -261,6 +264,14 @@ fn main() {
         .max(1);
     let with_mne = !args.iter().any(|a| a == "--no-mne");
     let files = files();
+    if args.iter().any(|a| a == "--only-maker") {
+        // For profilers (`perf record … -- --only-maker`): the one-worker maker alone.
+        for mode in [FilterMode::ZeroPhase, FilterMode::Causal] {
+            let (m1, m1_cpu) = bench_maker(&files, mode, 1, passes);
+            println!("{mode:>10}: make-dataset eegmat, 1 worker: {m1:>10.3e} cs/s wall, {m1_cpu:?} cs per CPU-second");
+        }
+        return;
+    }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let data = load(&files);
     let cs: usize = data.iter().map(|d| d.len() * d[0].len()).sum();

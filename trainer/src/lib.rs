@@ -12,5 +12,6 @@ pub mod checkpoint;
 pub mod data;
 pub mod eval;
 pub mod export;
+pub mod memory;
 pub mod model;
 pub mod train;

@@ -31,6 +31,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    labram_trainer::memory::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
