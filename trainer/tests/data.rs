@@ -6,7 +6,7 @@
 //! The pretraining store is checked against h5py in both directions.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use labram_trainer::data::format::Dataset;
 use labram_trainer::data::pretrain::read_store;
@@ -14,41 +14,15 @@ use labramd::card::{FilterMode, Preprocessing};
 use labramd::electrodes::{classify_label, LabelKind, TUH_STANDARD_23};
 use labramd::recording::EdfReader;
 
-fn manifest() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
+use common::{python as venv_python, shared as shared_root, stderr, trainer};
 
 fn shared() -> PathBuf {
-    manifest().join("../../shared/data")
+    shared_root().join("data")
 }
 
 fn python() -> PathBuf {
-    let py = manifest().join("../.venv/bin/python");
-    assert!(
-        py.exists(),
-        "{} is missing: run scripts/setup.sh to create the project's Python environment (pyedflib, h5py)",
-        py.display()
-    );
-    py
-}
-
-fn trainer(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_labram-trainer"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run labram-trainer");
-    eprintln!(
-        "labram-trainer {}\n--- stdout\n{}--- stderr\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+    venv_python("pyedflib, h5py")
 }
 
 fn py(args: &[&str]) -> String {

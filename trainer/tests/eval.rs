@@ -6,44 +6,18 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use labram_trainer::data::format::{Dataset, DatasetWriter, Meta, Window, FORMAT};
 use labram_trainer::eval::baseline;
 use labram_trainer::eval::Report;
 use labramd::card::{FilterMode, ModelCard, Preprocessing, Provenance, CARD_FORMAT};
 
-fn manifest() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn shared() -> PathBuf {
-    manifest().join("../../shared")
-}
+mod common;
+use common::{python as venv_python, shared, trainer};
 
 fn python() -> PathBuf {
-    let py = manifest().join("../.venv/bin/python");
-    assert!(
-        py.exists(),
-        "{} is missing: run scripts/setup.sh to create the project's Python environment (onnxruntime)",
-        py.display()
-    );
-    py
-}
-
-fn trainer(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_labram-trainer"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run labram-trainer");
-    eprintln!(
-        "labram-trainer {}\n--- stdout\n{}--- stderr\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    venv_python("onnxruntime")
 }
 
 const EEGMAT19: [&str; 19] = [
