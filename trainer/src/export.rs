@@ -26,8 +26,10 @@ use prost::Message;
 mod graph;
 pub mod labram;
 pub mod proto;
+pub mod quantize;
 
 pub use labram::{AttentionImpl, FinetuneArch, GraphOptions, Layout, ARCHITECTURES};
+pub use quantize::QuantizeReport;
 
 /// ONNX IR version written (ONNX 1.15's; ORT ≥ 1.16 reads it).
 pub const IR_VERSION: i64 = 9;
@@ -306,5 +308,52 @@ pub fn export(req: &ExportRequest) -> Result<ExportSummary, ExportError> {
         card_path,
         card,
         bytes: bytes.len(),
+    })
+}
+
+/// What [`quantize_file`] wrote.
+#[derive(Debug, Clone)]
+pub struct QuantizeSummary {
+    pub report: QuantizeReport,
+    pub card_path: PathBuf,
+    pub bytes_in: usize,
+    pub bytes_out: usize,
+}
+
+/// Reads a labram-trainer export, quantizes its weight matrices to int8
+/// ([`quantize::quantize_int8`]), and writes it with its card (the input's, with
+/// the step recorded in `provenance.notes`).
+pub fn quantize_file(input: &Path, output: &Path) -> Result<QuantizeSummary, ExportError> {
+    let io = |source| ExportError::Io {
+        path: input.to_path_buf(),
+        source,
+    };
+    let mut card = ModelCard::load_for_model(input)
+        .map_err(|e| ExportError::Card(format!("{}: {e}", input.display())))?;
+    let bytes = std::fs::read(input).map_err(io)?;
+    let mut model = proto::ModelProto::decode(bytes.as_slice()).map_err(|e| {
+        ExportError::Internal(format!("{} is not an ONNX model: {e}", input.display()))
+    })?;
+    let report = quantize::quantize_int8(&mut model)?;
+    let out = model.encode_to_vec();
+    let note = format!(
+        "int8 dynamic quantization of {} by `labram-trainer quantize` ({} weight matrices, worst relative weight error {:.1e})",
+        input.file_name().map_or_else(|| input.display().to_string(), |n| n.to_string_lossy().into_owned()),
+        report.matmuls,
+        report.worst_weight_error
+    );
+    card.provenance.notes = Some(match card.provenance.notes.take() {
+        Some(n) if !n.is_empty() => format!("{n}; {note}"),
+        _ => note,
+    });
+    card.validate().map_err(ExportError::Card)?;
+    write_atomic(output, &out)?;
+    let card_path = ModelCard::path_for(output);
+    write_atomic(&card_path, card.to_yaml().as_bytes())?;
+    Ok(QuantizeSummary {
+        report,
+        card_path,
+        bytes_in: bytes.len(),
+        bytes_out: out.len(),
     })
 }

@@ -15,6 +15,8 @@ struct Cli {
 enum Command {
     /// Export a checkpoint (.pth or .safetensors) to ONNX plus its model card.
     Export(cmd::export::Args),
+    /// Quantize an exported model's weight matrices to int8 (faster on CPU, ~4x smaller).
+    Quantize(cmd::quantize::Args),
     /// Turn EEG into VQ-NSP token ids with a tokenizer checkpoint.
     Tokenize(cmd::tokenize::Args),
     /// Build datasets (pretraining HDF5, TUAB, TUEV, annotated EDF+, eegmat) from recordings.
@@ -41,6 +43,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Export(a) => cmd::export::run(a),
+        Command::Quantize(a) => cmd::quantize::run(a),
         Command::Tokenize(a) => cmd::tokenize::run(a),
         Command::MakeDataset(k) => cmd::make_dataset::run(k),
         Command::TrainTokenizer(a) => cmd::train::run(cmd::train::Stage::Tokenizer, a),

@@ -662,3 +662,87 @@ fn other_layouts_and_large_match_the_tch_forward() {
         }
     }
 }
+
+/// `labram-trainer quantize` on the golden export: the int8 model passes ONNX's
+/// checker, is ~4x smaller, keeps the card, runs in ONNX Runtime with the same
+/// inputs, and its logits stay within 5 % (relative L2) of the float model's on
+/// the golden batch and on random windows (measured: 1.5e-3 to 1.5e-2).
+#[test]
+fn int8_quantization_keeps_the_outputs_close() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let float = export::export(&request(dir.path(), "float")).expect("export");
+    let int8 = dir.path().join("int8.onnx");
+    let out = Command::new(env!("CARGO_BIN_EXE_labram-trainer"))
+        .args(["quantize", "--model"])
+        .arg(&float.onnx)
+        .arg("--output")
+        .arg(&int8)
+        .output()
+        .expect("run labram-trainer quantize");
+    assert!(
+        out.status.success(),
+        "quantize failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (fb, qb) = (
+        std::fs::read(&float.onnx).expect("float"),
+        std::fs::read(&int8).expect("int8"),
+    );
+    assert!(
+        qb.len() * 3 < fb.len(),
+        "{} vs {} bytes",
+        qb.len(),
+        fb.len()
+    );
+    let card = std::fs::read_to_string(dir.path().join("int8.yaml")).expect("card beside it");
+    assert!(
+        card.contains("int8 dynamic quantization of float.onnx"),
+        "{card}"
+    );
+    // ONNX's checker accepts the rewritten graph.
+    let check = Command::new(python())
+        .arg("-c")
+        .arg(
+            "import sys, onnx\nm = onnx.load(sys.argv[1])\nonnx.checker.check_model(m, full_check=True)\n\
+             print(sorted({n.op_type for n in m.graph.node} & {'MatMulInteger', 'DynamicQuantizeLinear'}))",
+        )
+        .arg(&int8)
+        .output()
+        .expect("python");
+    let text = String::from_utf8_lossy(&check.stdout).into_owned()
+        + &String::from_utf8_lossy(&check.stderr);
+    assert!(check.status.success(), "onnx checker: {text}");
+    assert!(text.contains("'MatMulInteger'"), "{text}");
+    // Quantizing the quantized model is refused, not done twice.
+    let again = Command::new(env!("CARGO_BIN_EXE_labram-trainer"))
+        .args(["quantize", "--model"])
+        .arg(&int8)
+        .arg("--output")
+        .arg(dir.path().join("twice.onnx"))
+        .output()
+        .expect("run labram-trainer quantize");
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("quantized already"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    // Outputs: golden batch (19 ch x 8 patches) and random 23 x 10 windows.
+    let (mut fs, mut qs) = (session(&fb), session(&qb));
+    let eeg = golden_tensor("inputs.safetensors", "eeg_uv");
+    let chans = golden_tensor("inputs.safetensors", "input_chans").i64;
+    let (_, f) = logits(&mut fs, &eeg.f32, shape4(&eeg.shape), &chans);
+    let (_, q) = logits(&mut qs, &eeg.f32, shape4(&eeg.shape), &chans);
+    let err = rel_l2(&q, &f);
+    println!("int8 vs float, golden batch: logits rel-L2 {err:.2e}");
+    assert!(err < 0.05, "rel-L2 {err:.3e}");
+    let chans23: Vec<i64> = (0..24).collect();
+    for seed in 0..4u64 {
+        let x = noise(23 * 10 * 200, seed, 30.0);
+        let (_, f) = logits(&mut fs, &x, [1, 23, 10, 200], &chans23);
+        let (_, q) = logits(&mut qs, &x, [1, 23, 10, 200], &chans23);
+        let err = rel_l2(&q, &f);
+        println!("int8 vs float, random window {seed}: logits rel-L2 {err:.2e}");
+        assert!(err < 0.05, "seed {seed}: rel-L2 {err:.3e}");
+    }
+}

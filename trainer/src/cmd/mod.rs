@@ -2,5 +2,6 @@
 pub mod evaluate;
 pub mod export;
 pub mod make_dataset;
+pub mod quantize;
 pub mod tokenize;
 pub mod train;
