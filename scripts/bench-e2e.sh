@@ -9,6 +9,7 @@
 #            10 patches) to models/bench-anchor.onnx
 #
 #   scripts/bench-e2e.sh [SECONDS=120] [ROUNDS=1]     # e.g. scripts/bench-e2e.sh 30 for a quick check
+#   INT8=1 scripts/bench-e2e.sh 120 2                 # also the int8 model (labram-trainer quantize)
 #
 # The daemon is the default build: linked to the liblsl 1.18 of the pylsl wheel (see
 # .cargo/config.toml). The model is exported again whenever labram-trainer is newer than it,
@@ -42,19 +43,26 @@ if [ ! -f "$MODEL" ] || [ target/release/labram-trainer -nt "$MODEL" ]; then
     --task "latency benchmark (untrained golden weights)" --output "$MODEL" >&2
 fi
 SYSTEMS="py labramd"
-
 OUT="target/bench-e2e/$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$OUT"
+if [ -n "${INT8:-}" ]; then
+  echo "[bench-e2e] INT8=1: also the int8 model (labram-trainer quantize) as labramd-int8" >&2
+  target/release/labram-trainer quantize --model "$MODEL" --output "$OUT/bench-anchor-int8.onnx" >&2
+  sed "s|path: models/bench-anchor.onnx|path: $OUT/bench-anchor-int8.onnx|" configs/bench-anchor.yaml > "$OUT/bench-anchor-int8.yaml"
+  SYSTEMS="$SYSTEMS labramd-int8"
+fi
+
 for r in $(seq 1 "$ROUNDS"); do
   echo "[bench-e2e] round $r/$ROUNDS: Python baseline, ${SECONDS_RUN} s" >&2
   PY="$PY" "$BENCH/e2e.sh" "$OUT/py-$r" "$SECONDS_RUN" "$PY" "$BENCH/pipeline.py" \
     --model "$REF_ONNX" --out "$OUT/py-$r/sut.json" >&2
   for sys in $SYSTEMS; do
     [ "$sys" = py ] && continue
-    bin=target/release/labramd
+    cfg=configs/bench-anchor.yaml
+    [ "$sys" = labramd-int8 ] && cfg="$OUT/bench-anchor-int8.yaml"
     echo "[bench-e2e] round $r/$ROUNDS: $sys, ${SECONDS_RUN} s" >&2
-    PY="$PY" "$BENCH/e2e.sh" "$OUT/$sys-$r" "$SECONDS_RUN" "$bin" run \
-      --config configs/bench-anchor.yaml --summary "$OUT/$sys-$r/sut.json" >&2
+    PY="$PY" "$BENCH/e2e.sh" "$OUT/$sys-$r" "$SECONDS_RUN" target/release/labramd run \
+      --config "$cfg" --summary "$OUT/$sys-$r/sut.json" >&2
   done
 done
 
