@@ -48,7 +48,7 @@ mkdir -p "$OUT"
 if [ -n "${INT8:-}" ]; then
   echo "[bench-e2e] INT8=1: also the int8 model (labram-trainer quantize) as labramd-int8" >&2
   target/release/labram-trainer quantize --model "$MODEL" --output "$OUT/bench-anchor-int8.onnx" >&2
-  sed "s|path: models/bench-anchor.onnx|path: $OUT/bench-anchor-int8.onnx|" configs/bench-anchor.yaml > "$OUT/bench-anchor-int8.yaml"
+  sed "s|path: models/bench-anchor.onnx|path: $OUT/bench-anchor-int8.onnx|" configs/bench-anchor.yaml > "$OUT/daemon-int8.yaml"
   SYSTEMS="$SYSTEMS labramd-int8"
 fi
 
@@ -59,7 +59,7 @@ for r in $(seq 1 "$ROUNDS"); do
   for sys in $SYSTEMS; do
     [ "$sys" = py ] && continue
     cfg=configs/bench-anchor.yaml
-    [ "$sys" = labramd-int8 ] && cfg="$OUT/bench-anchor-int8.yaml"
+    [ "$sys" = labramd-int8 ] && cfg="$OUT/daemon-int8.yaml"
     echo "[bench-e2e] round $r/$ROUNDS: $sys, ${SECONDS_RUN} s" >&2
     PY="$PY" "$BENCH/e2e.sh" "$OUT/$sys-$r" "$SECONDS_RUN" target/release/labramd run \
       --config "$cfg" --summary "$OUT/$sys-$r/sut.json" >&2
