@@ -4,11 +4,11 @@
 //! it is passed on as `LABRAMD_ORT_DYLIB_PATH`, which `labramd::inference` uses when
 //! `ORT_DYLIB_PATH` is not set at run time.
 //!
-//! `LABRAMD_LSL_RPATH` (optional, at build time) adds a run-time search path for a
-//! shared liblsl: used when the `lsl-sys` build script is overridden (Cargo's
-//! `[target.<triple>.lsl]` links override) to link a newer liblsl, such as the 1.18
-//! in the pylsl wheel, instead of building the 1.13 that `lsl-sys` bundles (see
-//! `LSL118=1 scripts/bench-e2e.sh`).
+//! `LABRAMD_LSL_RPATH` (set by `.cargo/config.toml` to the project's `.deps/lsl`) adds
+//! a run-time search path for the shared liblsl that the binaries link: Cargo's
+//! `[target.<triple>.lsl]` links override replaces the `lsl-sys` build script (which
+//! would build its bundled liblsl 1.13) with the liblsl 1.18 of the pylsl wheel, and
+//! a `rustc-link-arg` from a `-sys` crate would not reach the binaries anyway.
 
 fn main() {
     println!("cargo:rerun-if-env-changed=ORT_DYLIB_PATH");
