@@ -663,6 +663,17 @@ fn other_layouts_and_large_match_the_tch_forward() {
     }
 }
 
+/// `labram-trainer quantize --model input --output output`.
+fn quantize_cli(input: &Path, output: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_labram-trainer"))
+        .args(["quantize", "--model"])
+        .arg(input)
+        .arg("--output")
+        .arg(output)
+        .output()
+        .expect("run labram-trainer quantize")
+}
+
 /// `labram-trainer quantize` on the golden export: the int8 model passes ONNX's
 /// checker, is ~4x smaller, keeps the card, runs in ONNX Runtime with the same
 /// inputs, and its logits stay within 5 % (relative L2) of the float model's on
@@ -672,13 +683,7 @@ fn int8_quantization_keeps_the_outputs_close() {
     let dir = tempfile::tempdir().expect("tempdir");
     let float = export::export(&request(dir.path(), "float")).expect("export");
     let int8 = dir.path().join("int8.onnx");
-    let out = Command::new(env!("CARGO_BIN_EXE_labram-trainer"))
-        .args(["quantize", "--model"])
-        .arg(&float.onnx)
-        .arg("--output")
-        .arg(&int8)
-        .output()
-        .expect("run labram-trainer quantize");
+    let out = quantize_cli(&float.onnx, &int8);
     assert!(
         out.status.success(),
         "quantize failed: {}",
@@ -714,13 +719,7 @@ fn int8_quantization_keeps_the_outputs_close() {
     assert!(check.status.success(), "onnx checker: {text}");
     assert!(text.contains("'MatMulInteger'"), "{text}");
     // Quantizing the quantized model is refused, not done twice.
-    let again = Command::new(env!("CARGO_BIN_EXE_labram-trainer"))
-        .args(["quantize", "--model"])
-        .arg(&int8)
-        .arg("--output")
-        .arg(dir.path().join("twice.onnx"))
-        .output()
-        .expect("run labram-trainer quantize");
+    let again = quantize_cli(&int8, &dir.path().join("twice.onnx"));
     assert!(!again.status.success());
     assert!(
         String::from_utf8_lossy(&again.stderr).contains("quantized already"),
