@@ -296,20 +296,11 @@ fn onnx_checker_full_check_passes() {
             golden_export(opts)
         };
         std::fs::write(&path, bytes).expect("write");
-        let out = Command::new(python())
-            .arg("-c")
-            .arg(
-                "import sys, onnx\n\
-                 m = onnx.load(sys.argv[1])\n\
-                 onnx.checker.check_model(m, full_check=True)\n\
-                 print(m.ir_version, [(o.domain, o.version) for o in m.opset_import])",
-            )
-            .arg(&path)
-            .output()
-            .expect("python");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{name}: onnx checker failed:\n{text}");
+        let (ok, text) = onnx_full_check(
+            &path,
+            "print(m.ir_version, [(o.domain, o.version) for o in m.opset_import])",
+        );
+        assert!(ok, "{name}: onnx checker failed:\n{text}");
         let ir: i64 = text
             .split_whitespace()
             .next()
@@ -319,6 +310,22 @@ fn onnx_checker_full_check_passes() {
         assert!(text.contains("('', 20)"), "{name}: opset: {text}");
         println!("{name}: checker ok, IR {}", text.trim());
     }
+}
+
+/// Runs ONNX's `check_model(full_check=True)` on `path` in the project's Python,
+/// then `then` (Python, with the model as `m`); returns success and all output.
+fn onnx_full_check(path: &Path, then: &str) -> (bool, String) {
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(format!(
+            "import sys, onnx\nm = onnx.load(sys.argv[1])\nonnx.checker.check_model(m, full_check=True)\n{then}"
+        ))
+        .arg(path)
+        .output()
+        .expect("python");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
 }
 
 fn request(dir: &Path, name: &str) -> ExportRequest {
@@ -705,18 +712,11 @@ fn int8_quantization_keeps_the_outputs_close() {
         "{card}"
     );
     // ONNX's checker accepts the rewritten graph.
-    let check = Command::new(python())
-        .arg("-c")
-        .arg(
-            "import sys, onnx\nm = onnx.load(sys.argv[1])\nonnx.checker.check_model(m, full_check=True)\n\
-             print(sorted({n.op_type for n in m.graph.node} & {'MatMulInteger', 'DynamicQuantizeLinear'}))",
-        )
-        .arg(&int8)
-        .output()
-        .expect("python");
-    let text = String::from_utf8_lossy(&check.stdout).into_owned()
-        + &String::from_utf8_lossy(&check.stderr);
-    assert!(check.status.success(), "onnx checker: {text}");
+    let (ok, text) = onnx_full_check(
+        &int8,
+        "print(sorted({n.op_type for n in m.graph.node} & {'MatMulInteger', 'DynamicQuantizeLinear'}))",
+    );
+    assert!(ok, "onnx checker: {text}");
     assert!(text.contains("'MatMulInteger'"), "{text}");
     // Quantizing the quantized model is refused, not done twice.
     let again = quantize_cli(&int8, &dir.path().join("twice.onnx"));
