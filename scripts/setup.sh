@@ -31,9 +31,16 @@ STAMP="$VENV/.requirements.sha256"
 want="$(sha256sum "$REQ" | cut -d' ' -f1)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
   log "creating $VENV with $(basename "$REQ") (first run downloads ~3 GB of wheels)"
+  # The venv takes ~5 GB and the first test build ~6 GB more: say so before pip's
+  # "[Errno 28] No space left on device" would, and where.
+  free_kb="$(df -Pk "$ROOT" | awk 'NR==2 {print $4}')"
+  if [ "${free_kb:-0}" -lt $((12 * 1024 * 1024)) ]; then
+    log "warning: only $((free_kb / 1024 / 1024)) GiB free on the disk of $ROOT; set-up and the first build need ~12 GiB"
+  fi
   python3 -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -r "$REQ"
+  # --no-cache-dir: pip's cache would keep a second copy of the ~3 GB of wheels.
+  "$VENV/bin/python" -m pip install -q --no-cache-dir --upgrade pip
+  "$VENV/bin/python" -m pip install -q --no-cache-dir -r "$REQ"
   echo "$want" > "$STAMP"
 fi
 
