@@ -9,7 +9,8 @@
 #            10 patches) to models/bench-anchor.onnx
 #
 #   scripts/bench-e2e.sh [SECONDS=120] [ROUNDS=1]     # e.g. scripts/bench-e2e.sh 30 for a quick check
-#   INT8=1 scripts/bench-e2e.sh 120 2                 # also the int8 model (labram-trainer quantize)
+#   INT8=1 scripts/bench-e2e.sh 120 2                 # also the int8 model (labram-trainer quantize),
+#                                                     # with 2 intra-op threads and with 1
 #
 # The daemon is the default build: linked to the liblsl 1.18 of the pylsl wheel (see
 # .cargo/config.toml). The model is exported again whenever labram-trainer is newer than it,
@@ -49,7 +50,10 @@ if [ -n "${INT8:-}" ]; then
   echo "[bench-e2e] INT8=1: also the int8 model (labram-trainer quantize) as labramd-int8" >&2
   target/release/labram-trainer quantize --model "$MODEL" --output "$OUT/bench-anchor-int8.onnx" >&2
   sed "s|path: models/bench-anchor.onnx|path: $OUT/bench-anchor-int8.onnx|" configs/bench-anchor.yaml > "$OUT/daemon-int8.yaml"
-  SYSTEMS="$SYSTEMS labramd-int8"
+  # One intra-op thread: the int8 model at 1 thread is about as fast as the float one at 2,
+  # and leaves the second core to the LSL threads, the producer and the receiver.
+  sed "s|threads: 2|threads: 1|" "$OUT/daemon-int8.yaml" > "$OUT/daemon-int8-1t.yaml"
+  SYSTEMS="$SYSTEMS labramd-int8 labramd-int8-1t"
 fi
 
 for r in $(seq 1 "$ROUNDS"); do
@@ -60,6 +64,7 @@ for r in $(seq 1 "$ROUNDS"); do
     [ "$sys" = py ] && continue
     cfg=configs/bench-anchor.yaml
     [ "$sys" = labramd-int8 ] && cfg="$OUT/daemon-int8.yaml"
+    [ "$sys" = labramd-int8-1t ] && cfg="$OUT/daemon-int8-1t.yaml"
     echo "[bench-e2e] round $r/$ROUNDS: $sys, ${SECONDS_RUN} s" >&2
     PY="$PY" "$BENCH/e2e.sh" "$OUT/$sys-$r" "$SECONDS_RUN" target/release/labramd run \
       --config "$cfg" --summary "$OUT/$sys-$r/sut.json" >&2
