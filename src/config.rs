@@ -660,6 +660,26 @@ metrics: {listen: "127.0.0.1:9464"}
         assert_eq!(c.input.predicate(), "name='eegmat-replay'");
     }
 
+    /// The daemon configs the project ships (the demo's and the latency benchmark's) load
+    /// as they are: a key renamed in the code cannot leave them behind.
+    #[test]
+    fn shipped_configs_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        let demo = Config::load(&dir.join("demo.yaml")).unwrap();
+        assert_eq!(demo.input.name.as_deref(), Some("labramd-demo"));
+        assert_eq!(
+            demo.model.path,
+            PathBuf::from("models/labram-base-eegmat.onnx")
+        );
+        assert_eq!(demo.model.threads, 1);
+        assert!(demo.output.markers);
+        let bench = Config::load(&dir.join("bench-anchor.yaml")).unwrap();
+        assert_eq!(bench.input.name.as_deref(), Some("anchor-amp"));
+        assert_eq!(bench.window.patches, Some(10));
+        assert_eq!(bench.model.threads, 2);
+        assert_eq!(bench.output.name, "anchor-pred");
+    }
+
     #[test]
     fn defaults_and_off() {
         let c = parse("input: {type: EEG}\nmodel: {path: m.onnx}\npreprocessing: {notch_hz: off, bandpass_hz: null}\n").unwrap();
