@@ -31,11 +31,11 @@ STAMP="$VENV/.requirements.sha256"
 want="$(sha256sum "$REQ" | cut -d' ' -f1)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
   log "creating $VENV with $(basename "$REQ") (first run downloads ~3 GB of wheels)"
-  # The venv takes ~5 GB and the first test build ~6 GB more: say so before pip's
+  # The venv takes ~5 GB and the first test build ~1.5 GB more: say so before pip's
   # "[Errno 28] No space left on device" would, and where.
   free_kb="$(df -Pk "$ROOT" | awk 'NR==2 {print $4}')"
-  if [ "${free_kb:-0}" -lt $((12 * 1024 * 1024)) ]; then
-    log "warning: only $((free_kb / 1024 / 1024)) GiB free on the disk of $ROOT; set-up and the first build need ~12 GiB"
+  if [ "${free_kb:-0}" -lt $((8 * 1024 * 1024)) ]; then
+    log "warning: only $((free_kb / 1024 / 1024)) GiB free on the disk of $ROOT; set-up and the first build need ~7 GiB"
   fi
   python3 -m venv "$VENV"
   # --no-cache-dir: pip's cache would keep a second copy of the ~3 GB of wheels.
