@@ -63,8 +63,8 @@ for r in $(seq 1 "$ROUNDS"); do
   for sys in $SYSTEMS; do
     [ "$sys" = py ] && continue
     cfg=configs/bench-anchor.yaml
-    [ "$sys" = labramd-int8 ] && cfg="$OUT/daemon-int8.yaml"
-    [ "$sys" = labramd-int8-1t ] && cfg="$OUT/daemon-int8-1t.yaml"
+    # labramd-<variant> reads the config written beside its model: $OUT/daemon-<variant>.yaml
+    [ "$sys" != labramd ] && cfg="$OUT/daemon-${sys#labramd-}.yaml"
     echo "[bench-e2e] round $r/$ROUNDS: $sys, ${SECONDS_RUN} s" >&2
     PY="$PY" "$BENCH/e2e.sh" "$OUT/$sys-$r" "$SECONDS_RUN" target/release/labramd run \
       --config "$cfg" --summary "$OUT/$sys-$r/sut.json" >&2

@@ -242,7 +242,6 @@ impl Classifier {
                 // BENCHMARKS.md "Daemon latency" has the measurements.
                 .with_config_entry("session.force_spinning_stop", "1")
                 .map_err(|e| e.to_string())?;
-
             if cuda {
                 b = register_cuda(b)?;
             }

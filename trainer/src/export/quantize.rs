@@ -28,9 +28,6 @@ use std::collections::{HashMap, HashSet};
 use super::proto::{attribute_type, data_type, AttributeProto, ModelProto, NodeProto, TensorProto};
 use super::ExportError;
 
-/// ONNX `TensorProto.DataType` codes used here beside FLOAT and INT64.
-const INT8: i32 = 3;
-
 /// What [`quantize_int8`] changed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuantizeReport {
@@ -143,7 +140,7 @@ pub fn quantize_int8(model: &mut ModelProto) -> Result<QuantizeReport, ExportErr
         if replaced.insert(w.clone()) {
             new_inits.push(TensorProto {
                 dims,
-                data_type: Some(INT8),
+                data_type: Some(data_type::INT8),
                 name: Some(wq.clone()),
                 raw_data: Some(q.iter().map(|&v| v as u8).collect()),
             });
@@ -152,7 +149,7 @@ pub fn quantize_int8(model: &mut ModelProto) -> Result<QuantizeReport, ExportErr
                 data_type::FLOAT,
                 scale.to_le_bytes().to_vec(),
             ));
-            new_inits.push(scalar(wz.clone(), INT8, vec![0]));
+            new_inits.push(scalar(wz.clone(), data_type::INT8, vec![0]));
         }
         let x = n.input[0].as_str();
         let y = n
