@@ -219,6 +219,7 @@ mod tests {
 
     #[test]
     fn symmetric_forward_scores_both_halves_and_trains() {
+        let _rng = crate::train::rng::torch_rng_lock();
         tch::manual_seed(4);
         let mut c = MemConfig::from_name("labram_base_patch200_1600_8k_vocab", 64).unwrap();
         c.backbone.depth = 2;
@@ -256,6 +257,7 @@ mod tests {
 
     #[test]
     fn cls_takes_the_first_electrode_position() {
+        let _rng = crate::train::rng::torch_rng_lock();
         let mut c = MemConfig::from_name("labram_base_patch200_1600_8k_vocab", 64).unwrap();
         c.backbone.depth = 1;
         let vs = VarStore::new(Device::Cpu);

@@ -175,6 +175,7 @@ mod tests {
 
     #[test]
     fn finetune_names_and_shapes_equal_the_official_state_dict() {
+        let _rng = crate::train::rng::torch_rng_lock();
         let vs = VarStore::new(Device::Cpu);
         let _m = NeuralTransformer::new(
             &vs.root(),
@@ -185,6 +186,7 @@ mod tests {
 
     #[test]
     fn mem_names_and_shapes_equal_the_official_state_dict() {
+        let _rng = crate::train::rng::torch_rng_lock();
         let vs = VarStore::new(Device::Cpu);
         let _m = MemModel::new(
             &vs.root(),
@@ -195,6 +197,7 @@ mod tests {
 
     #[test]
     fn tokenizer_names_and_shapes_equal_the_official_state_dict() {
+        let _rng = crate::train::rng::torch_rng_lock();
         let vs = VarStore::new(Device::Cpu);
         let _m = Vqnsp::new(
             &vs.root(),
@@ -205,6 +208,7 @@ mod tests {
 
     #[test]
     fn large_and_huge_have_the_paper_sizes() {
+        let _rng = crate::train::rng::torch_rng_lock();
         for (name, params) in [
             ("labram_large_patch200_200", 46_000_000.0),
             ("labram_huge_patch200_200", 369_000_000.0),
@@ -220,12 +224,14 @@ mod tests {
 
     #[test]
     fn unknown_names_list_the_known_ones() {
+        let _rng = crate::train::rng::torch_rng_lock();
         let e = TransformerConfig::from_name("labram_tiny", 2).unwrap_err();
         assert!(e.to_string().contains("labram_base_patch200_200"), "{e}");
     }
 
     #[test]
     fn bad_inputs_are_errors_not_panics() {
+        let _rng = crate::train::rng::torch_rng_lock();
         let vs = VarStore::new(Device::Cpu);
         let m = NeuralTransformer::new(
             &vs.root(),
@@ -260,6 +266,7 @@ mod tests {
 
     #[test]
     fn state_dict_round_trips_through_a_varstore() {
+        let _rng = crate::train::rng::torch_rng_lock();
         let cfg = TransformerConfig::from_name("labram_base_patch200_200", 3).unwrap();
         let a = VarStore::new(Device::Cpu);
         let _ma = NeuralTransformer::new(&a.root(), &cfg);
@@ -280,6 +287,7 @@ mod tests {
 
     #[test]
     fn drop_path_acts_only_in_training() {
+        let _rng = crate::train::rng::torch_rng_lock();
         tch::manual_seed(3);
         let vs = VarStore::new(Device::Cpu);
         let mut cfg = TransformerConfig::from_name("labram_base_patch200_200", 2).unwrap();
@@ -304,6 +312,7 @@ mod training_tests {
 
     #[test]
     fn every_finetuning_parameter_gets_a_gradient() {
+        let _rng = crate::train::rng::torch_rng_lock();
         tch::manual_seed(5);
         let mut cfg = TransformerConfig::from_name("labram_base_patch200_200", 3).unwrap();
         cfg.backbone.depth = 2;
@@ -324,6 +333,7 @@ mod training_tests {
 
     #[test]
     fn fresh_weights_follow_the_official_initialisation() {
+        let _rng = crate::train::rng::torch_rng_lock();
         tch::manual_seed(6);
         let vs = VarStore::new(Device::Cpu);
         let _m = NeuralTransformer::new(
@@ -345,6 +355,7 @@ mod training_tests {
 
     #[test]
     fn safetensors_checkpoint_of_a_model_reloads_bit_exact() {
+        let _rng = crate::train::rng::torch_rng_lock();
         tch::manual_seed(7);
         let cfg = MemConfig::from_name("labram_base_patch200_1600_8k_vocab", 32).unwrap();
         let a = VarStore::new(Device::Cpu);

@@ -525,6 +525,7 @@ mod tests {
 
     #[test]
     fn kmeans_initialises_the_codebook_on_the_first_batch() {
+        let _rng = crate::train::rng::torch_rng_lock();
         tch::manual_seed(1);
         let (_vs, m) = small(true);
         assert!(!m.quantize.is_initted());
@@ -553,6 +554,7 @@ mod tests {
 
     #[test]
     fn training_moves_the_codebook_by_normalised_ema_and_eval_does_not() {
+        let _rng = crate::train::rng::torch_rng_lock();
         tch::manual_seed(2);
         let (_vs, m) = small(false);
         let (x, c) = input(2);
@@ -586,6 +588,7 @@ mod tests {
 
     #[test]
     fn gradients_reach_the_encoder_through_the_straight_through_codes() {
+        let _rng = crate::train::rng::torch_rng_lock();
         tch::manual_seed(3);
         let (vs, m) = small(false);
         let (x, c) = input(2);
@@ -615,6 +618,7 @@ mod tests {
 
     #[test]
     fn targets_have_exact_zero_phase_imaginary_part_at_dc_and_nyquist() {
+        let _rng = crate::train::rng::torch_rng_lock();
         let x = Tensor::randn([2, 3, 4, 200], (Kind::Float, Device::Cpu));
         let (amp, angle) = nsp_targets(&x);
         assert_eq!(amp.size(), [2, 3, 4, 200]);
@@ -641,6 +645,7 @@ mod tests {
 
     #[test]
     fn single_patch_decoding_is_refused_like_the_official_decoder() {
+        let _rng = crate::train::rng::torch_rng_lock();
         let (_vs, m) = small(false);
         let x = Tensor::randn([1, 3, 1, 200], (Kind::Float, Device::Cpu));
         let c = Tensor::from_slice(&[0i64, 1, 2, 3]);

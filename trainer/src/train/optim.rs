@@ -309,6 +309,7 @@ mod tests {
 
     #[test]
     fn weight_decay_exclusions_follow_the_official_sets() {
+        let _rng = crate::train::rng::torch_rng_lock();
         assert!(skips_weight_decay("pos_embed", &[1, 129, 200]));
         assert!(skips_weight_decay("cls_token", &[1, 1, 200]));
         assert!(skips_weight_decay("time_embed", &[1, 16, 200]));
@@ -333,6 +334,7 @@ mod tests {
 
     #[test]
     fn layer_decay_matches_the_official_assigner() {
+        let _rng = crate::train::rng::torch_rng_lock();
         let d: f64 = 0.65;
         let l = 12;
         for name in [
@@ -357,6 +359,7 @@ mod tests {
     /// {head.weight} with 0.05, all at lr scale 1.
     #[test]
     fn golden_finetune_groups() {
+        let _rng = crate::train::rng::torch_rng_lock();
         let g = |n: &str, s: &[i64]| group_for(n, s, Some((12, 0.65)));
         assert_eq!(
             g("fc_norm.weight", &[200]),
@@ -378,6 +381,7 @@ mod tests {
 
     #[test]
     fn adamw_first_step_moves_by_lr_and_skips_undefined_grads() {
+        let _rng = crate::train::rng::torch_rng_lock();
         let a = Tensor::from_slice(&[1.0f32, -2.0, 3.0]).set_requires_grad(true);
         let b = Tensor::from_slice(&[5.0f32]).set_requires_grad(true);
         let mut opt = AdamW::new(
@@ -410,6 +414,7 @@ mod tests {
 
     #[test]
     fn clipping_scales_to_max_norm() {
+        let _rng = crate::train::rng::torch_rng_lock();
         let g1 = Tensor::from_slice(&[3.0f32, 0.0]);
         let g2 = Tensor::from_slice(&[4.0f32]);
         let n = clip_grad_norm(&[g1.shallow_clone(), g2.shallow_clone()], Some(1.0));

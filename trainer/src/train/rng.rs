@@ -36,6 +36,17 @@ pub fn seed_torch_for_step(seed: u64, global_step: u64) {
     tch::manual_seed(step_seed(seed, global_step));
 }
 
+/// Serialises the unit tests that seed or draw from libtorch's generator: there is one
+/// per process, and the test harness runs tests on parallel threads, so a test that
+/// seeds it and expects bit-exact results (resume = uninterrupted) would otherwise see
+/// another test's draws in between. Every such test holds this for its whole body.
+#[cfg(test)]
+pub(crate) fn torch_rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A failed test poisons it; the next one still runs.
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The torch seed for model initialisation (before any step).
 pub fn init_seed(seed: u64) -> i64 {
     (mix(seed ^ 0x1A17) >> 1) as i64

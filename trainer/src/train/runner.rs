@@ -599,6 +599,7 @@ mod tests {
 
     #[test]
     fn interrupted_and_resumed_equals_uninterrupted() {
+        let _rng = crate::train::rng::torch_rng_lock();
         let a = tempfile::tempdir().unwrap();
         let c = cfg(a.path());
         let mut toy = Toy::new();

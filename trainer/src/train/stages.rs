@@ -482,6 +482,7 @@ mod tests {
 
     #[test]
     fn mask_has_exactly_the_official_count() {
+        let _rng = crate::train::rng::torch_rng_lock();
         tch::manual_seed(3);
         let m = random_mask(4, 152, 0.5, Device::Cpu);
         assert_eq!(m.size(), vec![4, 152]);
@@ -496,6 +497,7 @@ mod tests {
 
     #[test]
     fn codebook_usage_counts() {
+        let _rng = crate::train::rng::torch_rng_lock();
         let (ppl, dead) = codebook_usage(&[0, 1, 2, 3], 8);
         assert!((ppl - 4.0).abs() < 1e-9);
         assert_eq!(dead, 4);

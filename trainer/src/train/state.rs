@@ -277,6 +277,7 @@ mod tests {
 
     #[test]
     fn save_resolve_load_round_trip() {
+        let _rng = crate::train::rng::torch_rng_lock();
         let tmp = tempfile::tempdir().unwrap();
         let vs = VarStore::new(Device::Cpu);
         let w = vs.root().randn_standard("w", &[3, 2]);
