@@ -70,6 +70,32 @@ pub struct Params {
     pub depth: usize,
 }
 
+/// The [`Stage`] methods every stage here answers the same way, from its `params`
+/// ([`Params`]) and `train` ([`WindowSet`]) fields.
+macro_rules! params_and_train_set {
+    () => {
+        fn var_store(&self) -> &VarStore {
+            &self.params.vs
+        }
+        fn trainable(&self) -> Vec<(String, Tensor)> {
+            self.params
+                .trainable
+                .iter()
+                .map(|(n, t)| (n.clone(), t.shallow_clone()))
+                .collect()
+        }
+        fn num_layers(&self) -> usize {
+            self.params.depth
+        }
+        fn train_len(&self) -> usize {
+            self.train.len()
+        }
+        fn epoch_batches(&self, seed: u64, epoch: usize, batch: usize) -> Vec<Vec<usize>> {
+            self.train.epoch_batches(seed, epoch, batch)
+        }
+    };
+}
+
 fn err(e: impl std::fmt::Display) -> StageError {
     e.to_string().into()
 }
@@ -186,25 +212,7 @@ pub fn report_metrics(r: &Report) -> Metrics {
 }
 
 impl<N: ClassifierNet> Stage for Finetune<N> {
-    fn var_store(&self) -> &VarStore {
-        &self.params.vs
-    }
-    fn trainable(&self) -> Vec<(String, Tensor)> {
-        self.params
-            .trainable
-            .iter()
-            .map(|(n, t)| (n.clone(), t.shallow_clone()))
-            .collect()
-    }
-    fn num_layers(&self) -> usize {
-        self.params.depth
-    }
-    fn train_len(&self) -> usize {
-        self.train.len()
-    }
-    fn epoch_batches(&self, seed: u64, epoch: usize, batch: usize) -> Vec<Vec<usize>> {
-        self.train.epoch_batches(seed, epoch, batch)
-    }
+    params_and_train_set!();
     fn train_loss(
         &mut self,
         indices: &[usize],
@@ -285,25 +293,7 @@ impl<N: MemNet, T: TokenizerNet> Pretrain<N, T> {
 }
 
 impl<N: MemNet, T: TokenizerNet> Stage for Pretrain<N, T> {
-    fn var_store(&self) -> &VarStore {
-        &self.params.vs
-    }
-    fn trainable(&self) -> Vec<(String, Tensor)> {
-        self.params
-            .trainable
-            .iter()
-            .map(|(n, t)| (n.clone(), t.shallow_clone()))
-            .collect()
-    }
-    fn num_layers(&self) -> usize {
-        self.params.depth
-    }
-    fn train_len(&self) -> usize {
-        self.train.len()
-    }
-    fn epoch_batches(&self, seed: u64, epoch: usize, batch: usize) -> Vec<Vec<usize>> {
-        self.train.epoch_batches(seed, epoch, batch)
-    }
+    params_and_train_set!();
     fn train_loss(
         &mut self,
         indices: &[usize],
@@ -399,25 +389,7 @@ pub struct Tokenizer<T: TokenizerNet> {
 }
 
 impl<T: TokenizerNet> Stage for Tokenizer<T> {
-    fn var_store(&self) -> &VarStore {
-        &self.params.vs
-    }
-    fn trainable(&self) -> Vec<(String, Tensor)> {
-        self.params
-            .trainable
-            .iter()
-            .map(|(n, t)| (n.clone(), t.shallow_clone()))
-            .collect()
-    }
-    fn num_layers(&self) -> usize {
-        self.params.depth
-    }
-    fn train_len(&self) -> usize {
-        self.train.len()
-    }
-    fn epoch_batches(&self, seed: u64, epoch: usize, batch: usize) -> Vec<Vec<usize>> {
-        self.train.epoch_batches(seed, epoch, batch)
-    }
+    params_and_train_set!();
     fn train_loss(
         &mut self,
         indices: &[usize],
