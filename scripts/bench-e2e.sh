@@ -11,6 +11,9 @@
 #   scripts/bench-e2e.sh [SECONDS=120] [ROUNDS=1]     # e.g. scripts/bench-e2e.sh 30 for a quick check
 #   INT8=1 scripts/bench-e2e.sh 120 2                 # also the int8 model (labram-trainer quantize),
 #                                                     # with 2 intra-op threads and with 1
+#   FLOOR=1 scripts/bench-e2e.sh 120 2                # also the harness's own floor: examples/lsl_floor,
+#                                                     # a relay of window ends with no processing
+#                                                     # (producer lateness + two LSL hops)
 #
 # The daemon is the default build: linked to the liblsl 1.18 of the pylsl wheel (see
 # .cargo/config.toml). The model is exported again whenever labram-trainer is newer than it,
@@ -44,6 +47,10 @@ if [ ! -f "$MODEL" ] || [ target/release/labram-trainer -nt "$MODEL" ]; then
     --task "latency benchmark (untrained golden weights)" --output "$MODEL" >&2
 fi
 SYSTEMS="py labramd"
+if [ -n "${FLOOR:-}" ]; then
+  cargo build --release -p labramd --features daemon --example lsl_floor 2>&1 | grep -Ev '^\s*(Compiling|Finished)' >&2 || true
+  SYSTEMS="$SYSTEMS floor"
+fi
 OUT="target/bench-e2e/$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$OUT"
 if [ -n "${INT8:-}" ]; then
@@ -62,6 +69,12 @@ for r in $(seq 1 "$ROUNDS"); do
     --model "$REF_ONNX" --out "$OUT/py-$r/sut.json" >&2
   for sys in $SYSTEMS; do
     [ "$sys" = py ] && continue
+    if [ "$sys" = floor ]; then
+      echo "[bench-e2e] round $r/$ROUNDS: harness floor (lsl_floor relay), ${SECONDS_RUN} s" >&2
+      PY="$PY" "$BENCH/e2e.sh" "$OUT/floor-$r" "$SECONDS_RUN" target/release/examples/lsl_floor \
+        --summary "$OUT/floor-$r/sut.json" >&2
+      continue
+    fi
     cfg=configs/bench-anchor.yaml
     # labramd-<variant> reads the config written beside its model: $OUT/daemon-<variant>.yaml
     [ "$sys" != labramd ] && cfg="$OUT/daemon-${sys#labramd-}.yaml"
@@ -154,6 +167,10 @@ for name, show, val in rows:
     print(f"| {name:{w}} | " + " | ".join(cells) + " |")
 ok = lambda c: "met" if c else "NOT met"
 for n, s in ds.items():
+    if n == "floor":
+        print(f"harness floor (relay, no processing): latency p50 {s['lat'][0]:.2f} / p99 {s['lat'][1]:.2f} / "
+              f"max {s['lat'][2]:.2f} ms: what any system's overhead above inference includes on this machine")
+        continue
     print(f"targets ({n}): overhead p99 {s['ovh'][1]:.2f} ms <= 1 ms: {ok(s['ovh'][1] <= 1.0)}; "
           f"p99 ratio {s['lat'][1] / py['lat'][1]:.2f} <= 0.7: {ok(s['lat'][1] / py['lat'][1] <= 0.7)}; "
           f"zero drops: {ok(s['drops'] == 0 and s['n'] == s['expected'])}")
