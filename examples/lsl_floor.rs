@@ -19,6 +19,7 @@
 //! (`scripts/bench-e2e.sh` runs it beside the other systems when `FLOOR=1`.)
 use anyhow::{bail, Context};
 use clap::Parser;
+use labramd::metrics::process;
 use lsl::{ExPushable, Pullable};
 
 /// Relays window ends from an LSL stream to another with no processing.
@@ -105,7 +106,7 @@ fn main() -> anyhow::Result<()> {
             continue;
         }
         if n == 0 {
-            cpu0 = Some((cpu_seconds(), lsl::local_clock()));
+            cpu0 = Some((process::cpu_seconds().unwrap_or(0.0), lsl::local_clock()));
         }
         idle = 0;
         n += 1;
@@ -122,7 +123,8 @@ fn main() -> anyhow::Result<()> {
     );
     if let Some(path) = &a.summary {
         let cpu_percent = cpu0.map_or(0.0, |(c0, t0)| {
-            100.0 * (cpu_seconds() - c0) / (lsl::local_clock() - t0).max(1e-9)
+            100.0 * (process::cpu_seconds().unwrap_or(c0) - c0)
+                / (lsl::local_clock() - t0).max(1e-9)
         });
         let summary = serde_json::json!({
             "system": "lsl_floor (no processing)",
@@ -130,38 +132,11 @@ fn main() -> anyhow::Result<()> {
             "windows_dropped": {},
             "ring_overruns": 0,
             "cpu_percent": cpu_percent,
-            "peak_rss_mb": peak_rss_mb(),
+            "peak_rss_mb": process::peak_rss_mib(),
             "per_window": {"t_last": relayed, "infer_ms": vec![0.0; relayed.len()]},
         });
         std::fs::write(path, serde_json::to_string(&summary)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
-}
-
-/// CPU seconds of this process (user + system; /proc reports USER_HZ = 100 ticks/s).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let tick = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (tick(11) + tick(12)) / 100.0
-}
-
-/// Peak resident memory in MiB (VmHWM).
-fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
 }

@@ -349,6 +349,29 @@ pub async fn serve(
         .await
 }
 
+/// This process's own resource use, read from /proc (Linux), for `labramd run --summary`
+/// and the benchmark relay: what `ps` would say, without a dependency.
+pub mod process {
+    /// CPU seconds used by this process so far (user + system; the kernel reports them
+    /// in USER_HZ = 100 ticks per second on Linux).
+    pub fn cpu_seconds() -> Option<f64> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let utime: f64 = f.get(11)?.parse().ok()?;
+        let stime: f64 = f.get(12)?.parse().ok()?;
+        Some((utime + stime) / 100.0)
+    }
+
+    /// Peak resident memory (MiB).
+    pub fn peak_rss_mib() -> Option<f64> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb / 1024.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,5 +411,15 @@ mod tests {
         let (code, body) = h.report();
         assert_eq!(code, 503);
         assert!(body.contains("lost"), "{body}");
+    }
+
+    #[test]
+    fn process_figures_are_read_from_proc() {
+        let burn: f64 = (0..2_000_000).map(|i| f64::from(i).sqrt()).sum();
+        assert!(burn > 0.0);
+        let cpu = super::process::cpu_seconds().expect("/proc/self/stat");
+        assert!(cpu >= 0.0 && cpu.is_finite());
+        let rss = super::process::peak_rss_mib().expect("/proc/self/status");
+        assert!(rss > 1.0, "peak RSS {rss} MiB");
     }
 }

@@ -27,7 +27,7 @@ use labramd::card::{FilterMode, ModelCard, Preprocessing, PATCH_SIZE, SAMPLE_RAT
 use labramd::config::{Config, Unit};
 use labramd::electrodes::{self, MappingError};
 use labramd::inference::Classifier;
-use labramd::metrics::{DropReason, Health, Metrics};
+use labramd::metrics::{process, DropReason, Health, Metrics};
 use labramd::publish::{marker_names, winner, Publisher};
 use labramd::window::{Stage, StageConfig, StageOutput, Window};
 
@@ -526,7 +526,7 @@ fn dsp_loop(
             continue;
         }
         if first_data.get().is_none() {
-            let _ = first_data.set((cpu_seconds().unwrap_or(0.0), lsl::local_clock()));
+            let _ = first_data.set((process::cpu_seconds().unwrap_or(0.0), lsl::local_clock()));
         }
         consumed += n as u64;
         let t0 = Instant::now();
@@ -546,25 +546,6 @@ fn dsp_loop(
             nonfinite_seen = stage.nonfinite_total;
         }
     }
-}
-
-/// CPU seconds used by this process so far (user + system, from /proc; the kernel
-/// reports them in USER_HZ = 100 ticks per second on Linux).
-fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = f.get(11)?.parse().ok()?;
-    let stime: f64 = f.get(12)?.parse().ok()?;
-    Some((utime + stime) / 100.0)
-}
-
-/// Peak resident memory (MiB), from /proc.
-fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
 }
 
 /// The inference thread: classify, publish, measure. Ends when the DSP thread has
@@ -590,7 +571,7 @@ fn inference_loop(
     };
     for w in rx.iter() {
         if report.cpu_first.is_none() {
-            report.cpu_first = cpu_seconds();
+            report.cpu_first = process::cpu_seconds();
             report.wall_first = Some(lsl::local_clock());
         }
         let t0 = lsl::local_clock();
@@ -639,7 +620,7 @@ fn inference_loop(
             );
         }
         let _ = pool.try_send(w.data);
-        report.cpu_last = cpu_seconds();
+        report.cpu_last = process::cpu_seconds();
         report.wall_last = Some(lsl::local_clock());
     }
     report
@@ -710,7 +691,7 @@ fn write_summary(
         "cpu_s": cpu_s,
         "wall_s": wall_s,
         "cpu_percent": cpu_percent,
-        "peak_rss_mb": peak_rss_mib(),
+        "peak_rss_mb": process::peak_rss_mib(),
         "per_window": {
             "seq": r.iter().map(|x| x.seq).collect::<Vec<_>>(),
             "t_last": r.iter().map(|x| x.t_last).collect::<Vec<_>>(),
