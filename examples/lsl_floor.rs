@@ -48,6 +48,13 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
+    if !(a.window_s > 0.0 && a.hop_s > 0.0) {
+        bail!(
+            "--window-s {} and --hop-s {} must both be positive (the benchmark's are 10 and 1)",
+            a.window_s,
+            a.hop_s
+        );
+    }
     let info = lsl::StreamInfo::new(
         &a.output,
         "Probabilities",
