@@ -35,7 +35,8 @@ REF_ONNX="$ROOT/../shared/golden/reference_torch_export.onnx"
 [ -f "$BENCH/e2e.sh" ] || { echo "bench-e2e: $BENCH/e2e.sh missing (../shared/bench)" >&2; exit 1; }
 
 echo "[bench-e2e] building labramd (release)" >&2
-cargo build --release -p labramd --bins 2>&1 | grep -Ev '^\s*(Compiling|Finished)' >&2 || true
+# FLOOR=1: the relay is built in the same invocation as the daemon.
+cargo build --release -p labramd --bins ${FLOOR:+--example lsl_floor} 2>&1 | grep -Ev '^\s*(Compiling|Finished)' >&2 || true
 MODEL=models/bench-anchor.onnx
 cargo build --release -p labram-trainer --bins 2>&1 | grep -Ev '^\s*(Compiling|Finished)' >&2 || true
 if [ ! -f "$MODEL" ] || [ target/release/labram-trainer -nt "$MODEL" ]; then
@@ -47,10 +48,7 @@ if [ ! -f "$MODEL" ] || [ target/release/labram-trainer -nt "$MODEL" ]; then
     --task "latency benchmark (untrained golden weights)" --output "$MODEL" >&2
 fi
 SYSTEMS="py labramd"
-if [ -n "${FLOOR:-}" ]; then
-  cargo build --release -p labramd --features daemon --example lsl_floor 2>&1 | grep -Ev '^\s*(Compiling|Finished)' >&2 || true
-  SYSTEMS="$SYSTEMS floor"
-fi
+[ -n "${FLOOR:-}" ] && SYSTEMS="$SYSTEMS floor"
 OUT="target/bench-e2e/$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$OUT"
 if [ -n "${INT8:-}" ]; then
