@@ -14,9 +14,8 @@
 //! Behind `daemon` (default): [`config`], [`acquisition`] (LSL inlet → ring buffer),
 //! [`window`], [`publish`] (LSL outlets), [`metrics`] (Prometheus) and [`replay`].
 
-pub mod card;
-pub mod dsp;
-pub mod electrodes;
+// Moved to `labram-core` (issue 16); re-exported so that paths stay stable.
+pub use labram_core::{card, dsp, electrodes};
 pub mod recording;
 
 #[cfg(feature = "onnx")]
