@@ -13,6 +13,7 @@
 //!
 //! ```yaml
 //! input:   {name: eegmat-replay, resolve_timeout_s: 10, unit: auto}   # or type / source_id
+//!          # timestamps: [clocksync, dejitter, monotonize]  (the default)
 //! model:   {path: models/<name>.onnx, device: cpu, threads: 2}
 //! window:  {patches: 4, hop_s: 1.0}
 //! preprocessing: {bandpass_hz: [0.1, 75.0], notch_hz: 50}
@@ -31,6 +32,55 @@ use crate::card::{MAX_PATCHES, SAMPLE_RATE_HZ};
 
 /// Default metrics address: loopback only, so a daemon is never exposed by accident.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+
+/// Shortest `window.hop_s`: one sample of the model's 200 Hz input.
+pub const MIN_HOP_S: f64 = 1.0 / SAMPLE_RATE_HZ;
+/// Longest `window.hop_s` accepted at all (an hour).
+pub const MAX_HOP_S: f64 = 3600.0;
+
+/// Whether `addr` is reachable from other hosts (anything but a loopback address,
+/// IPv4-mapped loopback included; `0.0.0.0` / `::` listen on every interface).
+pub fn exposed_off_host(addr: &SocketAddr) -> bool {
+    let loopback = match addr.ip() {
+        std::net::IpAddr::V4(v4) => v4.is_loopback(),
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
+    };
+    !loopback
+}
+
+/// The start-up warning for a metrics address reachable from other hosts (`None`
+/// on loopback). The endpoints are unauthenticated and name the model, the stream
+/// and the host's versions, so exposing them must be a decision.
+pub fn listen_warning(addr: &SocketAddr) -> Option<String> {
+    if !exposed_off_host(addr) {
+        return None;
+    }
+    let scope = if addr.ip().is_unspecified() {
+        "on every network interface of this host"
+    } else {
+        "from other hosts"
+    };
+    Some(format!(
+        "metrics.listen {addr}: /metrics and /healthz (unauthenticated; they name the model, the stream and the versions) are exposed {scope}; use \"127.0.0.1:{}\" unless a scraper on another host needs them, and then firewall the port",
+        addr.port()
+    ))
+}
+
+/// The start-up warning for a hop longer than the window (`None` otherwise): the
+/// signal between windows is never classified. `hop_s` and `patches` as resolved
+/// from the config and the model card.
+pub fn hop_warning(hop_s: f64, patches: usize) -> Option<String> {
+    let window_s = patches as f64 * crate::card::PATCH_SIZE as f64 / SAMPLE_RATE_HZ;
+    if hop_s <= window_s {
+        return None;
+    }
+    let unclassified = 100.0 * (1.0 - window_s / hop_s);
+    Some(format!(
+        "window.hop_s {hop_s} s is longer than the {window_s} s window: {unclassified:.0} % of the signal is never classified; give a hop_s of at most {window_s} (e.g. 1.0) unless that is intended"
+    ))
+}
 
 /// Errors reading or checking a configuration. Each names the file, the key, the bad
 /// value and the fix.
@@ -105,6 +155,45 @@ impl std::fmt::Display for Unit {
 
 pub use crate::inference::Device;
 
+/// How the input's timestamps are post-processed before gap detection and window
+/// stamping (`input.timestamps`, a list of `clocksync`, `dejitter`, `monotonize`;
+/// all three by default). See [`crate::acquisition::TimestampFilter`] for what each
+/// step does and why the daemon does them itself rather than through liblsl.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimestampProcessing {
+    /// Add the LSL clock offset of the source's host (its clock → ours).
+    pub clocksync: bool,
+    /// Replace each timestamp by a regression of timestamps on sample count, so
+    /// delivery jitter (amplifiers that stamp chunks when they push them) does
+    /// not look like gaps; gaps are then samples missing against that line.
+    pub dejitter: bool,
+    /// Never let a timestamp go backwards within a continuous stretch.
+    pub monotonize: bool,
+}
+
+impl TimestampProcessing {
+    /// Every step: what a lab wants (timestamps on the local clock, smooth, ordered).
+    pub const ALL: Self = Self {
+        clocksync: true,
+        dejitter: true,
+        monotonize: true,
+    };
+    /// The timestamps exactly as the source sent them (`input.timestamps: []`).
+    pub const NONE: Self = Self {
+        clocksync: false,
+        dejitter: false,
+        monotonize: false,
+    };
+    /// The names accepted in `input.timestamps`.
+    pub const NAMES: [&'static str; 3] = ["clocksync", "dejitter", "monotonize"];
+}
+
+impl Default for TimestampProcessing {
+    fn default() -> Self {
+        Self::ALL
+    }
+}
+
 /// Which LSL stream to read and how to interpret it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InputConfig {
@@ -115,9 +204,11 @@ pub struct InputConfig {
     pub unit: Unit,
     /// Stream label → electrode name (`""` or `"-"` drops the channel).
     pub channel_map: BTreeMap<String, String>,
-    /// Extra slack, beyond 2 sample periods, before a jump between consecutive
-    /// timestamps counts as a gap.
+    /// Extra slack, beyond 2 sample periods (and, with `dejitter`, beyond the
+    /// measured delivery jitter), before a timestamp jump counts as a gap.
     pub gap_tolerance_s: f64,
+    /// Timestamp post-processing before gap detection.
+    pub timestamps: TimestampProcessing,
     /// No sample for this long: the stream counts as lost and is resolved again.
     pub stall_timeout_s: f64,
 }
@@ -213,7 +304,7 @@ struct RawConfig {
 #[derive(Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with name / type / source_id, resolve_timeout_s, unit, channel_map"
+    expecting = "a mapping with name / type / source_id, resolve_timeout_s, unit, channel_map, gap_tolerance_s, stall_timeout_s, timestamps"
 )]
 struct RawInput {
     name: Option<String>,
@@ -229,6 +320,7 @@ struct RawInput {
     gap_tolerance_s: f64,
     #[serde(default = "default_stall_timeout")]
     stall_timeout_s: f64,
+    timestamps: Option<Value>,
 }
 
 fn default_resolve_timeout() -> f64 {
@@ -342,6 +434,10 @@ fn show(v: &Value) -> String {
     match v {
         Value::String(s) => format!("{s:?}"),
         Value::Null => "null".into(),
+        Value::Sequence(items) => format!(
+            "[{}]",
+            items.iter().map(show).collect::<Vec<_>>().join(", ")
+        ),
         other => serde_norway::to_string(other)
             .map(|s| s.trim().replace('\n', " "))
             .unwrap_or_else(|_| format!("{other:?}")),
@@ -435,6 +531,7 @@ impl Checker<'_> {
             raw.stall_timeout_s,
             "give the seconds without data after which the stream counts as lost, e.g. 2",
         )?;
+        let timestamps = self.timestamps(raw.timestamps)?;
         Ok(InputConfig {
             name,
             stream_type,
@@ -444,7 +541,40 @@ impl Checker<'_> {
             channel_map: raw.channel_map,
             gap_tolerance_s,
             stall_timeout_s,
+            timestamps,
         })
+    }
+
+    /// `input.timestamps`: a list of distinct step names; absent means all three.
+    fn timestamps(&self, raw: Option<Value>) -> Result<TimestampProcessing, ConfigError> {
+        const KEY: &str = "input.timestamps";
+        const FIX: &str = "give a list of clocksync, dejitter, monotonize (all three, the default, is what a lab wants: timestamps on this host's clock, smoothed against the sample count, never going backwards); [] keeps the timestamps as the source sent them";
+        let Some(v) = raw else {
+            return Ok(TimestampProcessing::ALL);
+        };
+        let Some(items) = v.as_sequence() else {
+            return Err(self.bad(KEY, show(&v), FIX));
+        };
+        let mut p = TimestampProcessing::NONE;
+        for item in items {
+            let flag = match item.as_str() {
+                Some("clocksync") => &mut p.clocksync,
+                Some("dejitter") => &mut p.dejitter,
+                Some("monotonize") => &mut p.monotonize,
+                _ => {
+                    return Err(self.bad(KEY, format!("{} (entry {})", show(&v), show(item)), FIX))
+                }
+            };
+            if *flag {
+                return Err(self.bad(
+                    KEY,
+                    format!("{} ({} twice)", show(&v), show(item)),
+                    "name each step once",
+                ));
+            }
+            *flag = true;
+        }
+        Ok(p)
     }
 
     fn model(&self, raw: RawModel) -> Result<ModelConfig, ConfigError> {
@@ -489,12 +619,19 @@ impl Checker<'_> {
         };
         let hop_s = match raw.hop_s {
             None => None,
-            Some(h) if h.is_finite() && h > 0.0 && h <= 3600.0 => Some(h),
+            Some(h) if (MIN_HOP_S..=MAX_HOP_S).contains(&h) => Some(h),
+            Some(h) if h.is_finite() && h > 0.0 && h < MIN_HOP_S => {
+                return Err(self.bad(
+                    "window.hop_s",
+                    h,
+                    format!("a hop shorter than one model sample ({} ms at {SAMPLE_RATE_HZ} Hz) cannot be served: windows are cut on sample boundaries; give at least {MIN_HOP_S} s, e.g. 1.0", MIN_HOP_S * 1e3),
+                ))
+            }
             Some(h) => {
                 return Err(self.bad(
                     "window.hop_s",
                     h,
-                    "give the seconds between windows, > 0, e.g. 1.0",
+                    format!("give the seconds between windows, > 0 and at most {MAX_HOP_S}, e.g. 1.0"),
                 ))
             }
         };
@@ -760,6 +897,112 @@ metrics: {listen: "127.0.0.1:9464"}
         assert!(e.contains("test.yaml") && e.contains("line"), "{e}");
         let e = err("input: {name: a}\n");
         assert!(e.contains("model"), "{e}");
+    }
+
+    #[test]
+    fn timestamp_processing_is_checked() {
+        let base = "model: {path: m.onnx}\n";
+        let c = parse(&format!("input: {{name: a}}\n{base}")).unwrap();
+        assert_eq!(c.input.timestamps, TimestampProcessing::ALL, "default");
+        let c = parse(&format!(
+            "input: {{name: a, timestamps: [monotonize, clocksync]}}\n{base}"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.input.timestamps,
+            TimestampProcessing {
+                clocksync: true,
+                dejitter: false,
+                monotonize: true
+            }
+        );
+        let c = parse(&format!("input: {{name: a, timestamps: []}}\n{base}")).unwrap();
+        assert_eq!(c.input.timestamps, TimestampProcessing::NONE);
+        let e = err(&format!(
+            "input: {{name: a, timestamps: [clocksync, smooth]}}\n{base}"
+        ));
+        assert!(
+            e.contains("input.timestamps")
+                && e.contains("\"smooth\"")
+                && e.contains("[\"clocksync\", \"smooth\"]")
+                && e.contains("clocksync, dejitter, monotonize"),
+            "{e}"
+        );
+        let e = err(&format!("input: {{name: a, timestamps: dejitter}}\n{base}"));
+        assert!(
+            e.contains("input.timestamps") && e.contains("\"dejitter\"") && e.contains("list"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "input: {{name: a, timestamps: [dejitter, dejitter]}}\n{base}"
+        ));
+        assert!(
+            e.contains("input.timestamps") && e.contains("twice") && e.contains("once"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn hops_that_cannot_serve_are_refused_or_warned() {
+        let base = "input: {name: a}\nmodel: {path: m.onnx}\n";
+        // Shorter than one 200-Hz sample: refused, naming key, value and the minimum.
+        let e = err(&format!("{base}window: {{hop_s: 0.001}}\n"));
+        assert!(
+            e.contains("window.hop_s") && e.contains("0.001") && e.contains("at least 0.005"),
+            "{e}"
+        );
+        let c = parse(&format!("{base}window: {{hop_s: 0.005}}\n")).unwrap();
+        assert_eq!(c.window.hop_s, Some(0.005));
+        let e = err(&format!("{base}window: {{hop_s: 7200}}\n"));
+        assert!(e.contains("window.hop_s") && e.contains("3600"), "{e}");
+        // Longer than the window: accepted (hop_s: 1000 is within an hour) but warned.
+        let c = parse(&format!("{base}window: {{hop_s: 1000, patches: 4}}\n")).unwrap();
+        let w = hop_warning(c.window.hop_s.unwrap(), 4).expect("a warning");
+        assert!(
+            w.contains("window.hop_s 1000") && w.contains("4 s window") && w.contains("100 %"),
+            "{w}"
+        );
+        assert_eq!(
+            hop_warning(8.0, 4).as_deref().map(|w| w.contains("50 %")),
+            Some(true)
+        );
+        assert_eq!(hop_warning(4.0, 4), None, "hop = window covers everything");
+        assert_eq!(hop_warning(1.0, 4), None);
+    }
+
+    #[test]
+    fn listen_addresses_off_the_host_are_told_apart() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        for local in [
+            "127.0.0.1:9464",
+            "127.0.0.2:1",
+            "[::1]:9464",
+            "[::ffff:127.0.0.1]:9464",
+        ] {
+            assert!(!exposed_off_host(&a(local)), "{local}");
+            assert_eq!(listen_warning(&a(local)), None, "{local}");
+        }
+        for open in [
+            "0.0.0.0:9464",
+            "[::]:9464",
+            "192.168.1.20:9464",
+            "[fe80::1]:80",
+            "[::ffff:10.0.0.1]:1",
+        ] {
+            assert!(exposed_off_host(&a(open)), "{open}");
+        }
+        let w = listen_warning(&a("0.0.0.0:9464")).unwrap();
+        assert!(
+            w.contains("metrics.listen 0.0.0.0:9464")
+                && w.contains("every network interface")
+                && w.contains("127.0.0.1:9464"),
+            "{w}"
+        );
+        let w = listen_warning(&a("10.1.2.3:9000")).unwrap();
+        assert!(
+            w.contains("from other hosts") && w.contains("127.0.0.1:9000"),
+            "{w}"
+        );
     }
 
     #[test]

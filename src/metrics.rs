@@ -16,30 +16,46 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-/// Why a window was not classified (label `reason` of `labramd_windows_dropped_total`).
+/// Why a window that the hop grid called for was not published (label `reason` of
+/// `labramd_windows_dropped_total`). Every hop point of the input either publishes a
+/// prediction or counts one of these: nothing is skipped silently.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
     /// The inference queue was full: the oldest waiting window was dropped.
     QueueFull,
-    /// The window would have spanned a gap in the input (timestamp jump, reconnect,
-    /// ring overrun).
+    /// The window would have spanned a gap in the input: a timestamp jump (the
+    /// hop points inside the missing stretch count too) or a lost and recovered
+    /// stream.
     Gap,
+    /// The window would have included input samples the daemon itself dropped
+    /// because its acquisition ring was full (`labramd_ring_overruns_total`).
+    Overrun,
     /// The window held NaN/Inf input samples.
     Nonfinite,
+    /// The model failed on the window (logged), or the inference thread is gone.
+    InferenceError,
+    /// The prediction was computed but could not be pushed to the outlet (logged).
+    PublishError,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 3] = [
+    pub const ALL: [DropReason; 6] = [
         DropReason::QueueFull,
         DropReason::Gap,
+        DropReason::Overrun,
         DropReason::Nonfinite,
+        DropReason::InferenceError,
+        DropReason::PublishError,
     ];
 
     pub fn label(self) -> &'static str {
         match self {
             DropReason::QueueFull => "queue_full",
             DropReason::Gap => "gap",
+            DropReason::Overrun => "overrun",
             DropReason::Nonfinite => "nonfinite",
+            DropReason::InferenceError => "inference_error",
+            DropReason::PublishError => "publish_error",
         }
     }
 }
@@ -64,7 +80,8 @@ pub struct Metrics {
     pub stream_connected: IntGauge,
     pub input_rate: Gauge,
     pub input_nominal_rate: Gauge,
-    pub nonfinite_samples: IntCounter,
+    /// NaN/Inf values (one per channel and sample) in the model's input channels.
+    pub nonfinite_values: IntCounter,
     pub time_correction: Gauge,
     pub cuda_fallback: IntGauge,
     model_info: GaugeVec,
@@ -123,7 +140,7 @@ impl Metrics {
         let windows_dropped = IntCounterVec::new(
             Opts::new(
                 "labramd_windows_dropped_total",
-                "Windows not classified, by reason (queue_full, gap, nonfinite)",
+                "Windows due on the hop grid but not published, by reason (queue_full, gap, overrun, nonfinite, inference_error, publish_error)",
             ),
             &["reason"],
         )
@@ -196,9 +213,9 @@ impl Metrics {
                 "labramd_input_nominal_rate_hz",
                 "Nominal sample rate declared by the input stream",
             ),
-            nonfinite_samples: c(
-                "labramd_nonfinite_samples_total",
-                "NaN or infinite values seen in the model's input channels",
+            nonfinite_values: c(
+                "labramd_nonfinite_values_total",
+                "NaN or infinite values seen in the model's input channels (one per channel and sample: a sample with NaN on 3 channels counts 3)",
             ),
             time_correction: g(
                 "labramd_time_correction_seconds",
@@ -214,11 +231,16 @@ impl Metrics {
         }
     }
 
-    /// Counts one window that was not classified.
+    /// Counts one window that was not published.
     pub fn window_dropped(&self, reason: DropReason) {
+        self.windows_dropped_n(reason, 1);
+    }
+
+    /// Counts `n` windows that were not published (the hop points a gap swallowed).
+    pub fn windows_dropped_n(&self, reason: DropReason, n: u64) {
         self.windows_dropped
             .with_label_values(&[reason.label()])
-            .inc();
+            .inc_by(n);
     }
 
     /// Windows dropped for `reason` so far.
@@ -415,10 +437,24 @@ mod tests {
 
     #[test]
     fn process_figures_are_read_from_proc() {
-        let burn: f64 = (0..2_000_000).map(|i| f64::from(i).sqrt()).sum();
-        assert!(burn > 0.0);
-        let cpu = super::process::cpu_seconds().expect("/proc/self/stat");
-        assert!(cpu >= 0.0 && cpu.is_finite());
+        // The CPU reading must advance while this thread burns CPU (a reader of the
+        // wrong /proc field, or of a constant one, would not): busy-loop until it
+        // moves by at least one kernel tick (10 ms), for at most 10 s.
+        let before = super::process::cpu_seconds().expect("/proc/self/stat");
+        assert!(before >= 0.0 && before.is_finite());
+        let t = std::time::Instant::now();
+        let mut acc = 0.0f64;
+        let mut after = before;
+        while after <= before && t.elapsed() < std::time::Duration::from_secs(10) {
+            acc += (0..100_000).map(|i| f64::from(i).sqrt()).sum::<f64>();
+            after = super::process::cpu_seconds().expect("/proc/self/stat");
+        }
+        std::hint::black_box(acc);
+        assert!(
+            after > before,
+            "CPU seconds stayed at {before} during {:?} of busy work",
+            t.elapsed()
+        );
         let rss = super::process::peak_rss_mib().expect("/proc/self/status");
         assert!(rss > 1.0, "peak RSS {rss} MiB");
     }

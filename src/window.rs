@@ -9,10 +9,22 @@
 //!
 //! The stage is plain single-threaded code with no I/O, so it is tested (and used by
 //! the integration tests' offline reference) without LSL. Faults are explicit:
-//! [`Stage::discontinuity`] (a gap, a reconnect, a ring overrun) resets the filters
-//! and the assembler, and a NaN/Inf input restarts the assembler; windows that would
-//! have included such a point are reported as dropped with the reason, never
-//! classified as if the signal were continuous.
+//! [`Stage::discontinuity`] (a gap in the timestamps, a ring overrun) and
+//! [`Stage::restart`] (a reconnect) reset the filters and the assembler, and a
+//! NaN/Inf input restarts the assembler; windows that would have included such a
+//! point are reported as dropped with the reason, never classified as if the signal
+//! were continuous.
+//!
+//! Accounting: every hop point of the input is either a window or a
+//! [`StageOutput::Dropped`], except the hop points before a stream's first window
+//! can be full (start-up is not a loss). Within one stream session the hop grid
+//! runs on through a discontinuity, counting the frames the timestamps say are
+//! missing, so the hop points inside an outage and those while the window fills
+//! again are all counted. Restarting the grid at every gap instead (as the daemon
+//! did before issue 14) lost that count: with gaps closer together than one hop no
+//! hop point was ever reached, and nothing was published or counted. A reconnect is
+//! a new session (the source may have restarted with another clock): the grid
+//! starts again, and its hop points until the window is full count as drops.
 
 use crate::card::{Preprocessing, PATCH_SIZE};
 use crate::dsp::{CausalChain, DspError};
@@ -125,8 +137,8 @@ pub struct StageConfig {
 pub enum StageOutput<'a> {
     /// A window to classify (the buffer is the caller's, see [`Stage::push`]).
     Window(&'a Window),
-    /// A hop point whose window was not cut, and why.
-    Dropped(DropReason),
+    /// `windows` hop points (consecutive) whose windows were not cut, and why.
+    Dropped { reason: DropReason, windows: u64 },
 }
 
 /// The DSP stage (see the module documentation).
@@ -139,9 +151,12 @@ pub struct Stage {
     sel: Vec<f32>,
     /// Chain output, interleaved.
     out: Vec<f32>,
-    /// Input frames since the last chain (re)start.
+    /// Input frames of this stream session (missing ones included).
     n_in: u64,
     next_trigger: u64,
+    /// Hop points before this frame count are the session's start-up fill, not
+    /// drops (the frames a first window needs; 0 after a reconnect).
+    due_from: u64,
     /// Why the assembler last restarted (None at start-up: filling the first window
     /// is not a drop).
     restart_reason: Option<DropReason>,
@@ -157,6 +172,9 @@ impl Stage {
         let n = cfg.selection.len();
         let chain = CausalChain::new(n, cfg.input_rate_hz, &cfg.preprocessing)?;
         let len = cfg.patches * PATCH_SIZE;
+        // The resampler has emitted floor(n·L/M) frames after n input frames.
+        let (up, down) = chain.ratio();
+        let due_from = (len as u64 * down).div_ceil(up.max(1));
         Ok(Self {
             assembler: Assembler::new(n, len),
             chain,
@@ -164,6 +182,7 @@ impl Stage {
             out: Vec::new(),
             n_in: 0,
             next_trigger: cfg.hop_frames.max(1),
+            due_from,
             restart_reason: None,
             window: Window {
                 data: vec![0.0; n * len],
@@ -190,14 +209,61 @@ impl Stage {
         self.next_trigger - self.n_in
     }
 
-    /// The input stops being continuous here (gap, reconnect, overrun): restart the
-    /// filters and the window; the hop grid starts again from the next frame.
-    pub fn discontinuity(&mut self) {
+    /// Input frames a first window needs (its hop points before that are start-up).
+    pub fn frames_for_first_window(&self) -> u64 {
+        self.due_from
+    }
+
+    /// The input stops being continuous here, `missing` input frames having been
+    /// lost (a gap in the timestamps, a ring overrun): the filters and the window
+    /// restart and the hop grid runs on through the missing frames. Every hop point
+    /// among them is a drop for `reason` (emitted at once, in one
+    /// [`StageOutput::Dropped`]), as is every later one until the window is full.
+    pub fn discontinuity(
+        &mut self,
+        reason: DropReason,
+        missing: u64,
+        mut emit: impl FnMut(StageOutput<'_>),
+    ) {
+        self.chain.reset();
+        self.assembler.restart();
+        self.restart_reason = Some(reason);
+        let hop = self.cfg.hop_frames.max(1);
+        let end = self.n_in.saturating_add(missing);
+        if self.next_trigger <= end {
+            let passed = (end - self.next_trigger) / hop + 1;
+            let first_due = if self.next_trigger >= self.due_from {
+                self.next_trigger
+            } else {
+                self.next_trigger + (self.due_from - self.next_trigger).div_ceil(hop) * hop
+            };
+            let due = if first_due <= end {
+                (end - first_due) / hop + 1
+            } else {
+                0
+            };
+            self.next_trigger += passed * hop;
+            self.seq += passed;
+            if due > 0 {
+                emit(StageOutput::Dropped {
+                    reason,
+                    windows: due,
+                });
+            }
+        }
+        self.n_in = end;
+    }
+
+    /// A new stream session (a reconnect): the filters, the window and the hop
+    /// grid start again from the next frame; its hop points until the window is
+    /// full are drops for `reason` (the old session's windows were lost to it).
+    pub fn restart(&mut self, reason: DropReason) {
         self.chain.reset();
         self.assembler.restart();
         self.n_in = 0;
         self.next_trigger = self.cfg.hop_frames.max(1);
-        self.restart_reason = Some(DropReason::Gap);
+        self.due_from = 0;
+        self.restart_reason = Some(reason);
     }
 
     /// Processes interleaved input frames (`frames.len() == stamps.len() ×
@@ -241,8 +307,14 @@ impl Stage {
                     self.window.frames_in = self.n_in;
                     self.restart_reason = None;
                     emit(StageOutput::Window(&self.window));
-                } else if let Some(r) = self.restart_reason {
-                    emit(StageOutput::Dropped(r));
+                } else if self.n_in >= self.due_from {
+                    // Past start-up a window is only short after a restart; the
+                    // fallback keeps a miscount visible rather than silent.
+                    debug_assert!(self.restart_reason.is_some());
+                    emit(StageOutput::Dropped {
+                        reason: self.restart_reason.unwrap_or(DropReason::Gap),
+                        windows: 1,
+                    });
                 }
                 self.seq += 1;
             }
@@ -320,6 +392,15 @@ mod tests {
         (x, s)
     }
 
+    fn collect(o: StageOutput<'_>, w: &mut Vec<Window>, d: &mut Vec<DropReason>) {
+        match o {
+            StageOutput::Window(win) => w.push(win.clone()),
+            StageOutput::Dropped { reason, windows } => {
+                d.extend(std::iter::repeat_n(reason, windows as usize))
+            }
+        }
+    }
+
     fn run(
         st: &mut Stage,
         x: &[f32],
@@ -329,10 +410,7 @@ mod tests {
         let mut w = Vec::new();
         let mut d = Vec::new();
         for (xc, sc) in x.chunks(chunk * 3).zip(s.chunks(chunk)) {
-            st.push(xc, sc, |o| match o {
-                StageOutput::Window(win) => w.push(win.clone()),
-                StageOutput::Dropped(r) => d.push(r),
-            });
+            st.push(xc, sc, |o| collect(o, &mut w, &mut d));
         }
         (w, d)
     }
@@ -429,21 +507,99 @@ mod tests {
         assert!(w.iter().all(|w| w.data.iter().all(|v| v.is_finite())));
         assert!(w.iter().all(|w| w.frames_in <= 3100 || w.frames_in >= 4500));
 
-        // A discontinuity restarts the grid: after it, 1000 frames before a window.
+        // A gap of 600 missing frames after frame 3000: the grid runs on through
+        // them (hop point 3500 falls inside: dropped at once), the window fills
+        // again from the next real frame (hop points 4000 and 4500 dropped) and
+        // the first window after it ends 1000 real frames after the gap, on the grid.
         let (x, s) = input(6000, rate, 0.0);
         let mut st = stage(rate, 2, 500);
-        let (a, _) = run(&mut st, &x[..3000 * 3], &s[..3000], 100);
-        st.discontinuity();
-        let (b, d) = run(
-            &mut st,
-            &x[3000 * 3..3000 * 3 + 1600 * 3],
-            &s[3000..4600],
-            100,
+        let (a, d0) = run(&mut st, &x[..3000 * 3], &s[..3000], 100);
+        assert_eq!(
+            (a.len(), d0.len()),
+            (5, 0),
+            "windows at 1000, 1500, ..., 3000"
         );
-        assert_eq!(a.len(), 5);
-        assert_eq!(d, vec![DropReason::Gap]);
-        assert_eq!(b.len(), 2);
-        assert_eq!(b[0].frames_in, 1000);
-        assert!((b[0].t_last - s[3999].t).abs() < 1e-12);
+        let (mut w_gap, mut d_gap) = (Vec::new(), Vec::new());
+        st.discontinuity(DropReason::Gap, 600, |o| collect(o, &mut w_gap, &mut d_gap));
+        assert!(w_gap.is_empty());
+        assert_eq!(
+            d_gap,
+            vec![DropReason::Gap],
+            "hop point 3500 is inside the gap"
+        );
+        let (b, d) = run(&mut st, &x[3000 * 3..4600 * 3], &s[3000..4600], 100);
+        assert_eq!(d, vec![DropReason::Gap; 2]);
+        assert_eq!(b.len(), 1);
+        assert_eq!(
+            b[0].frames_in, 5000,
+            "on the grid: 3000 + 600 missing + 1400 real"
+        );
+        assert!((b[0].t_last - s[4399].t).abs() < 1e-12);
+        assert!(
+            b[0].seq > a[4].seq + 3,
+            "dropped hop points keep their numbers"
+        );
+    }
+
+    /// Issue 14: gaps closer together than one hop used to restart the grid each
+    /// time, so no hop point was reached and nothing was published or counted. Now
+    /// every hop point from the first window's on is accounted for.
+    #[test]
+    fn frequent_gaps_count_every_hop_point() {
+        let rate = 500.0;
+        let (x, s) = input(5000, rate, 0.0);
+        let mut st = stage(rate, 2, 250);
+        let (mut w, mut d) = (Vec::new(), Vec::new());
+        for (xc, sc) in x.chunks(20 * 3).zip(s.chunks(20)) {
+            st.discontinuity(DropReason::Gap, 0, |o| collect(o, &mut w, &mut d));
+            st.push(xc, sc, |o| collect(o, &mut w, &mut d));
+        }
+        assert!(w.is_empty(), "no window survives a gap every 20 frames");
+        // Hop points 1000, 1250, ..., 5000 (before 1000 no window was possible).
+        assert_eq!(d, vec![DropReason::Gap; (5000 - 1000) / 250 + 1]);
+    }
+
+    #[test]
+    fn overrun_and_reconnect_reasons_and_accounting() {
+        let rate = 500.0;
+        let (x, s) = input(8000, rate, 0.0);
+        let mut st = stage(rate, 2, 500);
+        let (w0, d0) = run(&mut st, &x[..2000 * 3], &s[..2000], 100);
+        assert_eq!((w0.len(), d0.len()), (3, 0));
+        // An overrun that dropped 1200 frames: hop points 2500 and 3000 inside it.
+        let (mut w, mut d) = (Vec::new(), Vec::new());
+        st.discontinuity(DropReason::Overrun, 1200, |o| collect(o, &mut w, &mut d));
+        let (w1, d1) = run(&mut st, &x[2000 * 3..4000 * 3], &s[2000..4000], 100);
+        d.extend(d1);
+        w.extend(w1);
+        // n_in 3200 → 5200: hop points 3500 (not full), 4000 (not full), 4500, 5000 windows.
+        assert_eq!(d, vec![DropReason::Overrun; 4]);
+        assert_eq!(w.len(), 2);
+        // A reconnect is a new session: the grid restarts, and its hop points until
+        // the window is full again are gap drops (500, the window full at 1000).
+        st.restart(DropReason::Gap);
+        let (w2, d2) = run(&mut st, &x[4000 * 3..6000 * 3], &s[4000..6000], 100);
+        assert_eq!(d2, vec![DropReason::Gap]);
+        assert_eq!(w2.len(), 3);
+        assert_eq!(w2[0].frames_in, 1000);
+    }
+
+    /// The first window comes at the first hop point at or after
+    /// `frames_for_first_window`, whatever the input rate: the hop points before it
+    /// are start-up, and none after it is ever short without a reason.
+    #[test]
+    fn first_window_is_due_where_the_resampler_fills_it() {
+        for rate in [
+            160.0, 200.0, 250.0, 256.0, 300.0, 500.0, 512.0, 1000.0, 1024.0,
+        ] {
+            let (x, s) = input(4 * rate as usize, rate, 0.0);
+            let mut st = stage(rate, 2, 1);
+            let due = st.frames_for_first_window();
+            assert_eq!(due, 2 * rate as u64, "{rate} Hz");
+            let (w, d) = run(&mut st, &x, &s, 37);
+            assert!(d.is_empty(), "{rate} Hz: {d:?}");
+            assert_eq!(w[0].frames_in, due, "{rate} Hz");
+            assert_eq!(w.len() as u64, 4 * rate as u64 - due + 1, "{rate} Hz");
+        }
     }
 }

@@ -500,8 +500,9 @@ fn nonfinite_samples_skip_the_windows_they_touch() {
     }
     let s = &o.summary;
     assert_eq!(s["windows_dropped"]["nonfinite"], 4, "{s}");
+    // NaN on one channel for 50 samples: 50 values (a value per channel and sample).
     assert_eq!(
-        metric(&o.metrics, "labramd_nonfinite_samples_total"),
+        metric(&o.metrics, "labramd_nonfinite_values_total"),
         Some(50.0),
         "{}",
         o.metrics

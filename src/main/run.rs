@@ -72,6 +72,10 @@ struct InferenceReport {
 
 pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let cfg = Config::load(&opts.config)?;
+    let cfg_file = opts.config.display().to_string();
+    if let Some(w) = labramd::config::listen_warning(&cfg.metrics.listen) {
+        tracing::warn!("{cfg_file}: {w}");
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -79,11 +83,14 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     // --- the model ------------------------------------------------------------------
     let mut clf = Classifier::new(&cfg.model.path, cfg.model.device, cfg.model.threads)
-        .map_err(|e| anyhow!("model.path: {e}"))?;
+        .map_err(|e| anyhow!("{cfg_file}: model.path: {e}"))?;
     let card = clf.card().clone();
     let patches = cfg.window.patches.unwrap_or(card.window_patches);
     let hop_s = cfg.window.hop_s.unwrap_or(card.hop_s);
     let pre = preprocessing(&cfg, &card);
+    if let Some(w) = labramd::config::hop_warning(hop_s, patches) {
+        tracing::warn!("{cfg_file}: {w}");
+    }
     tracing::info!(
         model = %cfg.model.path.display(),
         architecture = %card.architecture,
@@ -102,7 +109,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let zeros = vec![0.0f32; window_len];
     for _ in 0..WARMUP {
         clf.classify_one_into(&zeros, &mut probs)
-            .map_err(|e| anyhow!("model.path: warm-up inference failed: {e}"))?;
+            .map_err(|e| anyhow!("{cfg_file}: model.path: warm-up inference failed: {e}"))?;
     }
 
     // --- metrics --------------------------------------------------------------------
@@ -296,11 +303,13 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         report.wall_first = Some(wall);
     }
     health.running.store(false, Ordering::Relaxed);
+    let dropped: Vec<String> = DropReason::ALL
+        .iter()
+        .map(|&r| format!("{}={}", r.label(), metrics.windows_dropped(r)))
+        .collect();
     tracing::info!(
         published = metrics.windows_published.get(),
-        dropped_queue_full = metrics.windows_dropped(DropReason::QueueFull),
-        dropped_gap = metrics.windows_dropped(DropReason::Gap),
-        dropped_nonfinite = metrics.windows_dropped(DropReason::Nonfinite),
+        dropped = %dropped.join(","),
         "stopped in {:.0} ms; outlets closed",
         t_stop.elapsed().as_secs_f64() * 1e3
     );
@@ -426,6 +435,14 @@ fn check_stream(
         );
     }
     let hop_frames = (hop_s * meta.nominal_rate_hz).round().max(1.0) as u64;
+    let served_s = hop_frames as f64 / meta.nominal_rate_hz;
+    if (served_s - hop_s).abs() > 0.01 * hop_s {
+        tracing::warn!(
+            "window.hop_s {hop_s} s is not a whole number of input samples at {} Hz: windows are cut every {hop_frames} samples ({:.2} ms)",
+            meta.nominal_rate_hz,
+            served_s * 1e3
+        );
+    }
     Stage::new(StageConfig {
         n_input_channels: meta.channel_count,
         selection,
@@ -479,7 +496,12 @@ impl WindowQueue {
                     let _ = self.pool_tx.try_send(e.into_inner().data);
                 }
             }
-            Err(TrySendError::Disconnected(_)) => {}
+            Err(TrySendError::Disconnected(owned)) => {
+                // The inference thread is gone (it ends only after this thread, so
+                // it failed): the window cannot be classified.
+                metrics.window_dropped(DropReason::InferenceError);
+                tracing::debug!(seq = owned.seq, "inference thread gone: window dropped");
+            }
         }
     }
 }
@@ -509,11 +531,31 @@ fn dsp_loop(
                 break;
             }
             let _ = rings.markers.try_pop();
+            let emit = |out: StageOutput<'_>| deliver(out, &queue, metrics);
             match m.kind {
                 MarkerKind::End => ended = true,
-                MarkerKind::Gap | MarkerKind::Reconnect | MarkerKind::Overrun => {
-                    tracing::debug!(kind = ?m.kind, frame = m.at_frame, "discontinuity: filters and window restart");
-                    stage.discontinuity();
+                MarkerKind::Gap => {
+                    tracing::debug!(
+                        frame = m.at_frame,
+                        missing = m.missing,
+                        "gap: filters and window restart"
+                    );
+                    stage.discontinuity(DropReason::Gap, m.missing, emit);
+                }
+                MarkerKind::Overrun => {
+                    tracing::debug!(
+                        frame = m.at_frame,
+                        missing = m.missing,
+                        "overrun: filters and window restart"
+                    );
+                    stage.discontinuity(DropReason::Overrun, m.missing, emit);
+                }
+                MarkerKind::Reconnect => {
+                    tracing::debug!(
+                        frame = m.at_frame,
+                        "reconnect: filters, window and hop grid restart"
+                    );
+                    stage.restart(DropReason::Gap);
                 }
             }
         }
@@ -530,10 +572,7 @@ fn dsp_loop(
         }
         consumed += n as u64;
         let t0 = Instant::now();
-        stage.push(&data, &stamps, |out| match out {
-            StageOutput::Window(w) => queue.send(w, metrics),
-            StageOutput::Dropped(r) => metrics.window_dropped(r),
-        });
+        stage.push(&data, &stamps, |out| deliver(out, &queue, metrics));
         metrics.dsp.observe(t0.elapsed().as_secs_f64());
         next_window.store(
             consumed + stage.frames_to_next_hop(),
@@ -541,10 +580,18 @@ fn dsp_loop(
         );
         if stage.nonfinite_total != nonfinite_seen {
             metrics
-                .nonfinite_samples
+                .nonfinite_values
                 .inc_by(stage.nonfinite_total - nonfinite_seen);
             nonfinite_seen = stage.nonfinite_total;
         }
+    }
+}
+
+/// Sends a stage's window to inference, or counts the windows it dropped.
+fn deliver(out: StageOutput<'_>, queue: &WindowQueue, metrics: &Metrics) {
+    match out {
+        StageOutput::Window(w) => queue.send(w, metrics),
+        StageOutput::Dropped { reason, windows } => metrics.windows_dropped_n(reason, windows),
     }
 }
 
@@ -577,13 +624,17 @@ fn inference_loop(
         let t0 = lsl::local_clock();
         if let Err(e) = clf.classify_one_into(&w.data, &mut probs) {
             report.errors += 1;
+            metrics.window_dropped(DropReason::InferenceError);
             tracing::error!("inference failed on window {}: {e}", w.seq);
             let _ = pool.try_send(w.data);
             continue;
         }
         let t1 = lsl::local_clock();
         if let Err(e) = publisher.push(&probs, w.t_last) {
-            tracing::error!("cannot push the prediction: {e:?}");
+            metrics.window_dropped(DropReason::PublishError);
+            tracing::error!("cannot push the prediction of window {}: {e:?}", w.seq);
+            let _ = pool.try_send(w.data);
+            continue;
         }
         let t2 = lsl::local_clock();
         metrics.inference.observe(t1 - t0);
@@ -677,11 +728,10 @@ fn write_summary(
         "channels": card.channels.len(),
         "patches": patches,
         "samples_received": metrics.samples_received.get(),
-        "windows_dropped": {
-            "queue_full": metrics.windows_dropped(DropReason::QueueFull),
-            "gap": metrics.windows_dropped(DropReason::Gap),
-            "nonfinite": metrics.windows_dropped(DropReason::Nonfinite),
-        },
+        "windows_dropped": DropReason::ALL
+            .iter()
+            .map(|&r| (r.label().to_string(), serde_json::json!(metrics.windows_dropped(r))))
+            .collect::<serde_json::Map<_, _>>(),
         "ring_overruns": metrics.ring_overruns.get(),
         "stream_losses": metrics.stream_losses.get(),
         "stream_recoveries": metrics.stream_recoveries.get(),
