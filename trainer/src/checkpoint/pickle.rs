@@ -8,6 +8,22 @@
 //! interpreted here, by name, as data constructors. Any other opcode or global is
 //! refused with an error naming it and its byte offset.
 //!
+//! # Bounded for any input
+//! The stream is untrusted, so memory and stack stay bounded whatever it holds:
+//! * the machine executes at most [`MAX_WORK`] units of work (one per opcode, plus
+//!   one per item an opcode copies, such as `OrderedDict(list)` or a tuple dict
+//!   key), so its memory is linear in the stream plus a fixed budget;
+//! * the shared object graph it builds may be arbitrarily deep (200,000 nested
+//!   lists are 400 KB): it is never walked or dropped recursively. Containers free
+//!   their children through an explicit work list ([`release`]), and when parsing
+//!   ends every container still reachable is emptied the same way, which also
+//!   frees reference cycles ([`Machine`]'s `Drop`);
+//! * the owned tree handed out ([`Value`]) is at most [`MAX_DEPTH`] levels deep and
+//!   at most [`MAX_NODES`] nodes and [`MAX_OWNED_BYTES`] bytes, so the recursive
+//!   derives on it (`Drop`, `Clone`, `Debug`, `PartialEq`) and
+//!   [`Value::try_map_tensors`] / [`Value::visit_tensors`] stay a few hundred
+//!   frames deep.
+//!
 //! Hand-written because no maintained Rust crate offers a pickle reader restricted to
 //! an allow-list with torch's persistent storages (`serde-pickle` rejects `GLOBAL`/
 //! `BINPERSID`, and `candle`'s reader is tied to its own tensor type).
@@ -107,6 +123,10 @@ pub struct TensorRef {
 /// The object tree rebuilt from a pickle. `T` is how tensors are held: straight from
 /// the pickle they are [`TensorRef`]s (views into storages elsewhere in the archive);
 /// the checkpoint reader replaces them by materialised tensors.
+///
+/// Its derives and walks recurse: that is safe because [`parse`] never builds a tree
+/// deeper than [`MAX_DEPTH`] (a hostile stream's depth lives only in the machine's
+/// internal graph, which is freed iteratively).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value<T = TensorRef> {
     None,
@@ -342,14 +362,50 @@ enum HashKey {
     Tuple(Vec<HashKey>),
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct DictV {
     items: Vec<(V, V)>,
     index: HashMap<HashKey, usize>,
 }
 
+impl Drop for DictV {
+    /// Frees the entries without recursing (see [`release`]).
+    fn drop(&mut self) {
+        let mut work = Vec::with_capacity(self.items.len() * 2);
+        for (k, v) in self.items.drain(..) {
+            work.push(k);
+            work.push(v);
+        }
+        release(work);
+    }
+}
+
+/// The elements of a tuple or list. Its own type so that dropping it frees a
+/// deeply nested graph with an explicit work list instead of the call stack.
+#[derive(Clone, Default)]
+struct Items(Vec<V>);
+
+impl std::ops::Deref for Items {
+    type Target = Vec<V>;
+    fn deref(&self) -> &Vec<V> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Items {
+    fn deref_mut(&mut self) -> &mut Vec<V> {
+        &mut self.0
+    }
+}
+
+impl Drop for Items {
+    /// Frees the elements without recursing (see [`release`]).
+    fn drop(&mut self) {
+        release(std::mem::take(&mut self.0));
+    }
+}
+
 /// A torch storage named by a persistent id.
-#[derive(Debug, Clone)]
 struct StorageV {
     key: String,
     dtype: DType,
@@ -358,7 +414,10 @@ struct StorageV {
 
 /// Values on the machine's stack. Lists, dicts and objects are shared and mutable,
 /// exactly as in Python, because the memo may hold them before they are filled.
-#[derive(Debug, Clone)]
+///
+/// Deliberately not `Debug`: a derived `Debug` would recurse through a graph of
+/// any depth. Error messages use [`V::kind`].
+#[derive(Clone)]
 enum V {
     None,
     Bool(bool),
@@ -366,8 +425,8 @@ enum V {
     Float(f64),
     Str(Rc<str>),
     Bytes(Rc<[u8]>),
-    Tuple(Rc<Vec<V>>),
-    List(Rc<RefCell<Vec<V>>>),
+    Tuple(Rc<Items>),
+    List(Rc<RefCell<Items>>),
     Dict(Rc<RefCell<DictV>>),
     Global(AllowedGlobal),
     Storage(Rc<StorageV>),
@@ -375,10 +434,95 @@ enum V {
     Object(Rc<RefCell<ObjectV>>),
 }
 
-#[derive(Debug)]
 struct ObjectV {
     class: &'static str,
     state: Option<V>,
+}
+
+impl Drop for ObjectV {
+    /// Frees the state without recursing (see [`release`]).
+    fn drop(&mut self) {
+        release(self.state.take().into_iter().collect());
+    }
+}
+
+/// Frees values whose containers may nest arbitrarily deep, with an explicit work
+/// list: a container this list holds the last reference to is emptied into the
+/// list before its handle is dropped, so every drop that runs is of an empty
+/// container (or of a shared one, which only decrements a count). Stack use is
+/// constant and time linear in the number of values freed.
+fn release(mut work: Vec<V>) {
+    while let Some(v) = work.pop() {
+        match v {
+            V::Tuple(mut t) => {
+                if let Some(items) = Rc::get_mut(&mut t) {
+                    work.append(&mut items.0);
+                }
+            }
+            V::List(mut l) => {
+                if let Some(items) = Rc::get_mut(&mut l) {
+                    work.append(&mut items.get_mut().0);
+                }
+            }
+            V::Dict(mut d) => {
+                if let Some(d) = Rc::get_mut(&mut d) {
+                    let d = d.get_mut();
+                    d.index.clear();
+                    for (k, v) in d.items.drain(..) {
+                        work.push(k);
+                        work.push(v);
+                    }
+                }
+            }
+            V::Object(mut o) => {
+                if let Some(o) = Rc::get_mut(&mut o) {
+                    work.extend(o.get_mut().state.take());
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Frees a whole graph, shared parts and reference cycles included (a list that
+/// holds itself is never the last owner of itself, so [`release`] alone would
+/// leak it): every list, dict and object reachable from `roots` is emptied.
+/// Shared tuples are looked into once each (they are immutable, so they cannot
+/// be emptied while shared, but may hold the lists of a cycle).
+fn teardown(mut work: Vec<V>) {
+    let mut seen_tuples: std::collections::HashSet<*const Items> = Default::default();
+    while let Some(v) = work.pop() {
+        match v {
+            V::Tuple(mut t) => match Rc::get_mut(&mut t) {
+                Some(items) => work.append(&mut items.0),
+                None => {
+                    if seen_tuples.insert(Rc::as_ptr(&t)) {
+                        work.extend(t.iter().cloned());
+                    }
+                }
+            },
+            V::List(l) => {
+                if let Ok(mut items) = l.try_borrow_mut() {
+                    work.append(&mut items.0);
+                }
+            }
+            V::Dict(d) => {
+                if let Ok(mut d) = d.try_borrow_mut() {
+                    d.index.clear();
+                    for (k, v) in d.items.drain(..) {
+                        work.push(k);
+                        work.push(v);
+                    }
+                }
+            }
+            V::Object(o) => {
+                if let Ok(mut o) = o.try_borrow_mut() {
+                    work.extend(o.state.take());
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 impl V {
@@ -400,10 +544,15 @@ impl V {
         }
     }
 
-    fn hash_key(&self, depth: usize) -> Option<HashKey> {
-        if depth > 32 {
+    /// The hashable form of a dict key, or None for a key that is not hashable
+    /// here (or is a tuple nested deeper than 32 or larger than [`MAX_KEY_NODES`]
+    /// nodes: a tuple of shared tuples would otherwise expand exponentially).
+    /// `nodes` counts the nodes built so far.
+    fn hash_key(&self, depth: usize, nodes: &mut usize) -> Option<HashKey> {
+        if depth > 32 || *nodes >= MAX_KEY_NODES {
             return None;
         }
+        *nodes += 1;
         Some(match self {
             V::None => HashKey::None,
             V::Bool(b) => HashKey::Bool(*b),
@@ -413,7 +562,7 @@ impl V {
             V::Bytes(b) => HashKey::Bytes(b.clone()),
             V::Tuple(t) => HashKey::Tuple(
                 t.iter()
-                    .map(|v| v.hash_key(depth + 1))
+                    .map(|v| v.hash_key(depth + 1, nodes))
                     .collect::<Option<Vec<_>>>()?,
             ),
             _ => return None,
@@ -422,9 +571,19 @@ impl V {
 }
 
 /// Upper bounds that keep a hostile stream from exhausting memory or the call stack
-/// while the shared object graph is turned into an owned tree.
-const MAX_DEPTH: usize = 200;
-const MAX_NODES: usize = 5_000_000;
+/// while the shared object graph is turned into an owned tree: its depth, its node
+/// count and its bytes (strings, bytes, tensor shapes; a string shared a million
+/// times through the memo is copied a million times). `torch.save` files of the
+/// official models are a few levels deep and a few ten thousand nodes.
+pub const MAX_DEPTH: usize = 200;
+pub const MAX_NODES: usize = 5_000_000;
+pub const MAX_OWNED_BYTES: usize = 1 << 30;
+/// Work the machine may do (one unit per opcode, plus one per item an opcode
+/// copies): bounds its memory beyond the stream's own size. A state dict of a
+/// LaBraM model with its optimizer state takes well under 100,000.
+pub const MAX_WORK: usize = 20_000_000;
+/// Nodes of one dict key (nested tuples).
+const MAX_KEY_NODES: usize = 4096;
 
 struct Machine<'a> {
     data: &'a [u8],
@@ -432,6 +591,17 @@ struct Machine<'a> {
     stack: Vec<V>,
     marks: Vec<usize>,
     memo: HashMap<u32, V>,
+    /// Work units left (see [`MAX_WORK`]).
+    work_left: usize,
+}
+
+impl Drop for Machine<'_> {
+    /// Frees everything the machine still holds without recursing, cycles included.
+    fn drop(&mut self) {
+        let mut roots = std::mem::take(&mut self.stack);
+        roots.extend(self.memo.drain().map(|(_, v)| v));
+        teardown(roots);
+    }
 }
 
 impl<'a> Machine<'a> {
@@ -439,6 +609,19 @@ impl<'a> Machine<'a> {
         PickleError::Malformed {
             pos: self.pos,
             detail: detail.into(),
+        }
+    }
+
+    /// Spends `units` of the work budget ([`MAX_WORK`]).
+    fn spend(&mut self, units: usize) -> Result<(), PickleError> {
+        match self.work_left.checked_sub(units) {
+            Some(left) => {
+                self.work_left = left;
+                Ok(())
+            }
+            None => Err(self.err(format!(
+                "the stream needs more than {MAX_WORK} steps to unpickle, far more than any torch.save file: refused as a resource exhaustion attempt"
+            ))),
         }
     }
 
@@ -550,8 +733,14 @@ impl<'a> Machine<'a> {
         let mut d = d.borrow_mut();
         let mut it = pairs.into_iter();
         while let (Some(k), Some(v)) = (it.next(), it.next()) {
-            let hk = k.hash_key(0).ok_or_else(|| {
-                self.err(format!("dict key of type {} is not supported", k.kind()))
+            let mut nodes = 0;
+            let hk = k.hash_key(0, &mut nodes);
+            self.spend(nodes)?;
+            let hk = hk.ok_or_else(|| {
+                self.err(format!(
+                    "dict key of type {} is not supported (or is a tuple nested deeper than 32 or larger than {MAX_KEY_NODES} items)",
+                    k.kind()
+                ))
             })?;
             match d.index.get(&hk) {
                 Some(&i) => d.items[i].1 = v,
@@ -640,7 +829,8 @@ impl<'a> Machine<'a> {
                     [] => {}
                     [V::List(items)] => {
                         let items = items.borrow().clone();
-                        for it in items {
+                        self.spend(items.len())?;
+                        for it in items.iter() {
                             let V::Tuple(p) = it else {
                                 return Err(self.err("OrderedDict item is not a pair"));
                             };
@@ -696,10 +886,11 @@ impl<'a> Machine<'a> {
         }
     }
 
-    fn run(mut self) -> Result<V, PickleError> {
+    fn run(&mut self) -> Result<V, PickleError> {
         loop {
             let op_pos = self.pos;
             let op = self.u8()?;
+            self.spend(1)?;
             match op {
                 0x80 => {
                     // PROTO
@@ -796,11 +987,13 @@ impl<'a> Machine<'a> {
                 b'}' => self
                     .stack
                     .push(V::Dict(Rc::new(RefCell::new(DictV::default())))),
-                b']' => self.stack.push(V::List(Rc::new(RefCell::new(Vec::new())))),
-                b')' => self.stack.push(V::Tuple(Rc::new(Vec::new()))),
+                b']' => self
+                    .stack
+                    .push(V::List(Rc::new(RefCell::new(Items::default())))),
+                b')' => self.stack.push(V::Tuple(Rc::new(Items::default()))),
                 b't' => {
                     let items = self.pop_mark()?;
-                    self.stack.push(V::Tuple(Rc::new(items)));
+                    self.stack.push(V::Tuple(Rc::new(Items(items))));
                 }
                 0x85..=0x87 => {
                     let n = (op - 0x84) as usize;
@@ -809,7 +1002,7 @@ impl<'a> Machine<'a> {
                         return Err(self.err("stack underflow"));
                     }
                     let items = self.stack.split_off(self.stack.len() - n);
-                    self.stack.push(V::Tuple(Rc::new(items)));
+                    self.stack.push(V::Tuple(Rc::new(Items(items))));
                 }
                 b's' => {
                     let v = self.pop()?;
@@ -928,75 +1121,186 @@ impl<'a> Machine<'a> {
     }
 }
 
-/// Turn the shared object graph into an owned tree, refusing cycles (by depth) and
-/// blow-ups through shared sub-objects (by a node budget).
-fn to_owned(v: &V, depth: usize, budget: &mut usize) -> Result<Value, PickleError> {
-    let fail = |d: &str| PickleError::Malformed {
-        pos: 0,
-        detail: d.to_string(),
-    };
-    if depth > MAX_DEPTH {
-        return Err(fail("object nesting is too deep (cyclic structure?)"));
+/// What [`to_owned`] may still build: nodes and bytes.
+struct Budget {
+    nodes: usize,
+    bytes: usize,
+}
+
+impl Budget {
+    /// Charges one node holding `payload` bytes besides the node itself.
+    fn charge(&mut self, payload: usize) -> Result<(), PickleError> {
+        let fail = |d: String| PickleError::Malformed { pos: 0, detail: d };
+        if self.nodes == 0 {
+            return Err(fail(format!(
+                "object graph expands to more than {MAX_NODES} nodes"
+            )));
+        }
+        self.nodes -= 1;
+        let cost = payload.saturating_add(std::mem::size_of::<Value>());
+        self.bytes = self.bytes.checked_sub(cost).ok_or_else(|| {
+            fail(format!(
+                "object graph expands to more than {MAX_OWNED_BYTES} bytes (shared strings or tensors copied many times?)"
+            ))
+        })?;
+        Ok(())
     }
-    if *budget == 0 {
-        return Err(fail("object graph expands to too many nodes"));
+}
+
+/// A container [`to_owned`] is converting: the children still to convert (handles
+/// cloned out of the shared graph) and those converted so far.
+struct Frame {
+    kind: FrameKind,
+    todo: std::vec::IntoIter<V>,
+    done: Vec<Value>,
+}
+
+enum FrameKind {
+    Tuple,
+    List,
+    /// Children are keys and values, alternating.
+    Dict,
+    Object(&'static str),
+}
+
+impl Frame {
+    fn new(kind: FrameKind, children: Vec<V>) -> Frame {
+        Frame {
+            done: Vec::with_capacity(children.len()),
+            todo: children.into_iter(),
+            kind,
+        }
     }
-    *budget -= 1;
-    let rec = |x: &V, budget: &mut usize| to_owned(x, depth + 1, budget);
-    Ok(match v {
-        V::None => Value::None,
-        V::Bool(b) => Value::Bool(*b),
-        V::Int(i) => Value::Int(*i),
-        V::Float(f) => Value::Float(*f),
-        V::Str(s) => Value::Str(s.to_string()),
-        V::Bytes(b) => Value::Bytes(b.to_vec()),
-        V::Tuple(t) => Value::Tuple(t.iter().map(|x| rec(x, budget)).collect::<Result<_, _>>()?),
-        V::List(l) => Value::List(
-            l.borrow()
-                .iter()
-                .map(|x| rec(x, budget))
-                .collect::<Result<_, _>>()?,
-        ),
-        V::Dict(d) => Value::Dict(
-            d.borrow()
-                .items
-                .iter()
-                .map(|(k, x)| Ok((rec(k, budget)?, rec(x, budget)?)))
-                .collect::<Result<_, PickleError>>()?,
-        ),
-        V::Tensor(t) => Value::Tensor((**t).clone()),
-        V::Object(o) => {
-            let o = o.borrow();
-            Value::Object {
-                class: o.class.to_string(),
-                state: Box::new(match &o.state {
-                    Some(s) => rec(s, budget)?,
-                    None => Value::Dict(Vec::new()),
-                }),
+
+    fn close(self) -> Value {
+        match self.kind {
+            FrameKind::Tuple => Value::Tuple(self.done),
+            FrameKind::List => Value::List(self.done),
+            FrameKind::Dict => {
+                let mut pairs = Vec::with_capacity(self.done.len() / 2);
+                let mut it = self.done.into_iter();
+                while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                    pairs.push((k, v));
+                }
+                Value::Dict(pairs)
+            }
+            FrameKind::Object(class) => {
+                let mut done = self.done;
+                Value::Object {
+                    class: class.to_string(),
+                    state: Box::new(done.pop().unwrap_or(Value::Dict(Vec::new()))),
+                }
             }
         }
-        V::Global(g) => return Err(fail(&format!("a bare global ({g:?}) is left in the data"))),
-        V::Storage(s) => {
-            return Err(fail(&format!(
-                "a bare storage ({}) is left in the data",
-                s.key
-            )))
+    }
+}
+
+/// Turn the shared object graph into an owned tree, refusing cycles (by depth) and
+/// blow-ups through shared sub-objects (by a node and byte budget). Iterative, with
+/// an explicit stack of at most [`MAX_DEPTH`] + 1 frames, so the call stack does not
+/// depend on the input even in unoptimised builds.
+fn to_owned(root: &V) -> Result<Value, PickleError> {
+    let fail = |d: String| PickleError::Malformed { pos: 0, detail: d };
+    let mut budget = Budget {
+        nodes: MAX_NODES,
+        bytes: MAX_OWNED_BYTES,
+    };
+    let mut frames: Vec<Frame> = Vec::new();
+    let mut pending = Some(root.clone());
+    loop {
+        let finished = match pending.take() {
+            Some(v) => {
+                if frames.len() > MAX_DEPTH {
+                    return Err(fail(format!(
+                        "object nesting is too deep (more than {MAX_DEPTH} levels; cyclic structure?)"
+                    )));
+                }
+                let payload = match &v {
+                    V::Str(s) => s.len(),
+                    V::Bytes(b) => b.len(),
+                    V::Tensor(t) => t.storage_key.len() + 8 * (t.shape.len() + t.stride.len()),
+                    _ => 0,
+                };
+                budget.charge(payload)?;
+                match v {
+                    V::None => Some(Value::None),
+                    V::Bool(b) => Some(Value::Bool(b)),
+                    V::Int(i) => Some(Value::Int(i)),
+                    V::Float(f) => Some(Value::Float(f)),
+                    V::Str(s) => Some(Value::Str(s.to_string())),
+                    V::Bytes(b) => Some(Value::Bytes(b.to_vec())),
+                    V::Tensor(t) => Some(Value::Tensor((*t).clone())),
+                    V::Tuple(t) => {
+                        frames.push(Frame::new(FrameKind::Tuple, t.to_vec()));
+                        None
+                    }
+                    V::List(l) => {
+                        frames.push(Frame::new(FrameKind::List, l.borrow().to_vec()));
+                        None
+                    }
+                    V::Dict(d) => {
+                        let children = d
+                            .borrow()
+                            .items
+                            .iter()
+                            .flat_map(|(k, v)| [k.clone(), v.clone()])
+                            .collect();
+                        frames.push(Frame::new(FrameKind::Dict, children));
+                        None
+                    }
+                    V::Object(o) => {
+                        let o = o.borrow();
+                        let children = o.state.iter().cloned().collect();
+                        frames.push(Frame::new(FrameKind::Object(o.class), children));
+                        None
+                    }
+                    V::Global(g) => {
+                        return Err(fail(format!("a bare global ({g:?}) is left in the data")))
+                    }
+                    V::Storage(s) => {
+                        return Err(fail(format!(
+                            "a bare storage ({}) is left in the data",
+                            s.key
+                        )))
+                    }
+                }
+            }
+            // The top container has no children left: it is complete.
+            None => match frames.pop() {
+                Some(f) => Some(f.close()),
+                None => return Err(fail("internal error: nothing left to convert".into())),
+            },
+        };
+        if let Some(value) = finished {
+            match frames.last_mut() {
+                Some(parent) => parent.done.push(value),
+                None => return Ok(value),
+            }
         }
-    })
+        pending = frames.last_mut().and_then(|f| f.todo.next());
+    }
 }
 
 /// Parse a pickle stream into an owned object tree without executing anything.
+///
+/// Memory and stack are bounded for any input (see the module documentation); the
+/// tree returned is at most [`MAX_DEPTH`] levels deep.
 pub fn parse(data: &[u8]) -> Result<Value, PickleError> {
-    let m = Machine {
+    let mut m = Machine {
         data,
         pos: 0,
         stack: Vec::new(),
         marks: Vec::new(),
         memo: HashMap::new(),
+        work_left: MAX_WORK,
     };
-    let v = m.run()?;
-    let mut budget = MAX_NODES;
-    to_owned(&v, 0, &mut budget)
+    let root = m.run()?;
+    let tree = to_owned(&root);
+    // The graph (root, memo, whatever is left on the stack) is freed by the
+    // machine's iterative teardown, never by recursive drops.
+    m.stack.push(root);
+    drop(m);
+    tree
 }
 
 #[cfg(test)]
@@ -1052,6 +1356,119 @@ mod tests {
         // l = []; memo[0] = l; l.append(l)
         let p = b"\x80\x02]q\x00h\x00a.";
         assert!(parse(p).is_err());
+    }
+
+    /// `depth` empty lists, each appended to the one below: a list nested `depth`
+    /// levels deep (protocol 2, 2 bytes per level), then `tail` and STOP.
+    fn nested_lists(depth: usize, tail: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x80, 2];
+        p.extend(std::iter::repeat_n(b']', depth));
+        p.extend(std::iter::repeat_n(b'a', depth - 1));
+        p.extend_from_slice(tail);
+        p.push(b'.');
+        p
+    }
+
+    /// Runs `f` on a thread with a 1 MiB stack: a recursion over 200,000 levels
+    /// needs several MiB (the main thread's 8 MiB overflowed), so passing shows
+    /// the stack use does not grow with the input's depth.
+    fn on_small_stack<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+        std::thread::Builder::new()
+            .stack_size(1 << 20)
+            .spawn(f)
+            .expect("spawn")
+            .join()
+            .expect("the parser panicked")
+    }
+
+    #[test]
+    fn deeply_nested_lists_are_a_clean_error_on_a_small_stack() {
+        // 200,000 levels (400 KB) used to overflow the main thread's 8 MiB stack
+        // while the graph was dropped after the depth check had refused it.
+        let e = on_small_stack(|| parse(&nested_lists(200_000, b"")).unwrap_err());
+        assert!(e.to_string().contains("nesting is too deep"), "{e}");
+        // Just inside the limit it parses, and the tree's own (recursive) drop,
+        // clone and comparison stay within the small stack.
+        let v = on_small_stack(|| {
+            let v = parse(&nested_lists(MAX_DEPTH + 1, b"")).unwrap();
+            assert_eq!(v.clone(), v);
+            format!("{v:?}").len()
+        });
+        assert!(v > MAX_DEPTH);
+    }
+
+    #[test]
+    fn deep_graphs_dropped_while_running_do_not_recurse() {
+        // POP drops the only handle of a 200,000-deep list; memo overwrites and
+        // dict replacements do the same. The stream then returns None.
+        let v = on_small_stack(|| parse(&nested_lists(200_000, b"0N")).unwrap());
+        assert_eq!(v, Value::None);
+        // d = {}; d[0] = <deep list>; d[0] = None  → {0: None}
+        let n = 100_000;
+        let mut p = vec![0x80, 2, b'}', b'K', 0];
+        p.extend(std::iter::repeat_n(b']', n));
+        p.extend(std::iter::repeat_n(b'a', n - 1));
+        p.extend_from_slice(b"sK\x00Ns.");
+        let v = on_small_stack(move || parse(&p));
+        assert_eq!(v.unwrap(), Value::Dict(vec![(Value::Int(0), Value::None)]));
+        // A deep tuple chain (TUPLE1 200,000 times) is refused cleanly too.
+        let mut p = vec![0x80, 2, b'N'];
+        p.extend(std::iter::repeat_n(0x85, 200_000));
+        p.push(b'.');
+        let e = on_small_stack(move || parse(&p).unwrap_err());
+        assert!(e.to_string().contains("too deep"), "{e}");
+    }
+
+    #[test]
+    fn teardown_frees_reference_cycles() {
+        // l = [l]; t = (l,) shared twice: the cycle is broken and every
+        // allocation freed.
+        let l = V::List(Rc::new(RefCell::new(Items::default())));
+        let V::List(inner) = &l else { unreachable!() };
+        let weak = Rc::downgrade(inner);
+        inner.borrow_mut().push(l.clone());
+        let t = V::Tuple(Rc::new(Items(vec![l.clone()])));
+        teardown(vec![l, t.clone(), t]);
+        assert!(weak.upgrade().is_none(), "the self-referencing list leaked");
+    }
+
+    #[test]
+    fn shared_strings_cannot_expand_past_the_byte_budget() {
+        // s = "x" * 1 MiB; memo[0] = s; [s, s, … 1100 times] is over 1 GiB as a tree.
+        let mut p = vec![0x80, 2, b'X'];
+        p.extend_from_slice(&(1u32 << 20).to_le_bytes());
+        p.extend(std::iter::repeat_n(b'x', 1 << 20));
+        p.extend_from_slice(b"q\x000]");
+        for _ in 0..1100 {
+            p.extend_from_slice(b"h\x00a");
+        }
+        p.push(b'.');
+        let e = parse(&p).unwrap_err();
+        assert!(e.to_string().contains("bytes"), "{e}");
+    }
+
+    #[test]
+    fn exponential_tuple_keys_and_repeated_copies_are_refused() {
+        // k0 = (0,); k(i+1) = (k(i), k(i)) 30 times: a 2^30-node key as a tree.
+        let mut p = vec![0x80, 2, b'}', b'K', 0, 0x85, b'q', 0];
+        for _ in 0..30 {
+            p.extend_from_slice(b"0h\x00h\x00\x86q\x00");
+        }
+        p.extend_from_slice(b"Ns.");
+        let e = parse(&p).unwrap_err();
+        assert!(e.to_string().contains("dict key of type tuple"), "{e}");
+        // OrderedDict(l) for a 200,000-pair list, 110 times: 22 M copied items.
+        let mut p = vec![0x80, 2];
+        p.extend_from_slice(b"ccollections\nOrderedDict\nq\x00");
+        p.extend_from_slice(b"K\x00K\x01\x86q\x01](");
+        p.extend(std::iter::repeat_n([b'h', 1], 200_000).flatten());
+        p.extend_from_slice(b"eq\x02");
+        for _ in 0..110 {
+            p.extend_from_slice(b"h\x00h\x02\x85R0");
+        }
+        p.extend_from_slice(b"N.");
+        let e = parse(&p).unwrap_err();
+        assert!(e.to_string().contains("steps"), "{e}");
     }
 
     #[test]
