@@ -48,6 +48,17 @@ pub enum InferenceError {
     RuntimeLoad { path: PathBuf, message: String },
     #[error("model file {path} not found (a relative path is resolved against the current directory, {cwd}); export one with `labram-trainer export` or fix the path")]
     ModelMissing { path: PathBuf, cwd: String },
+    #[error("{path} is a directory; expected an .onnx model file (with its card .yaml beside it) written by `labram-trainer export`")]
+    ModelIsDirectory { path: PathBuf },
+    #[error("{path} is not an ONNX model ({detail}); give the .onnx file written by `labram-trainer export`")]
+    NotOnnx { path: PathBuf, detail: String },
+    #[error("{path} was made with a newer ONNX IR version {ir_version}; this build's ONNX Runtime {runtime} reads up to IR version {max_ir_version}; re-export it with `labram-trainer export` (which writes IR version 9) or point ORT_DYLIB_PATH at a newer ONNX Runtime")]
+    NewerIrVersion {
+        path: PathBuf,
+        ir_version: i64,
+        runtime: String,
+        max_ir_version: i64,
+    },
     #[error(transparent)]
     Card(#[from] CardError),
     #[error(
@@ -167,6 +178,141 @@ pub fn probabilities(logits: &[f32], out: &mut [f32]) {
     }
 }
 
+/// The highest ONNX IR version the ONNX Runtime this build targets (1.31, `ort`'s
+/// `api-31`) reads, measured: IR 13 loads, IR 14 is refused with "Unsupported model
+/// IR version: 14, max supported IR version: 13". Used when ONNX Runtime's own
+/// message does not state its limit.
+pub const MAX_IR_VERSION: i64 = 13;
+
+/// What the top level of a file says about it as an ONNX `ModelProto`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OnnxProbe {
+    /// A well-formed protobuf with a graph; `ir_version` when present.
+    Model { ir_version: Option<i64> },
+    /// Not an ONNX model, and why.
+    NotOnnx(String),
+}
+
+/// Reads the top-level protobuf fields of `path` (skipping over their contents, so a
+/// large model is not read into memory) to tell a model from another file, and to
+/// find its IR version (`ModelProto` field 1) and graph (field 7).
+pub fn probe_onnx(path: &Path) -> std::io::Result<OnnxProbe> {
+    use std::io::{BufReader, Read, Seek};
+    let file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut r = BufReader::new(file);
+    fn varint(r: &mut impl Read) -> std::io::Result<Option<u64>> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let mut b = [0u8; 1];
+            if r.read(&mut b)? == 0 {
+                return Ok(None);
+            }
+            v |= u64::from(b[0] & 0x7f) << shift;
+            if b[0] & 0x80 == 0 {
+                return Ok(Some(v));
+            }
+        }
+        Ok(None)
+    }
+    if len == 0 {
+        return Ok(OnnxProbe::NotOnnx("the file is empty".into()));
+    }
+    let mut head = [0u8; 8];
+    let n = r.read(&mut head)?;
+    let head_text = format!("it starts with bytes {:02x?}", &head[..n]);
+    r.rewind()?;
+    let bad = |why: &str| OnnxProbe::NotOnnx(format!("{why}; {head_text}"));
+    let mut pos = 0u64;
+    let mut ir_version = None;
+    let mut graph = false;
+    while pos < len {
+        let Some(tag) = varint(&mut r)? else {
+            return Ok(bad("not a protobuf message"));
+        };
+        let (field, wire) = (tag >> 3, tag & 7);
+        if field == 0 {
+            return Ok(bad("not a protobuf message"));
+        }
+        let skip = match wire {
+            0 => {
+                let Some(v) = varint(&mut r)? else {
+                    return Ok(bad("not a protobuf message"));
+                };
+                if field == 1 {
+                    ir_version = i64::try_from(v).ok();
+                }
+                0
+            }
+            1 => 8,
+            2 => {
+                let Some(l) = varint(&mut r)? else {
+                    return Ok(bad("not a protobuf message"));
+                };
+                if field == 7 {
+                    graph = true;
+                }
+                l
+            }
+            5 => 4,
+            _ => return Ok(bad("not a protobuf message")),
+        };
+        let here = r.stream_position()?;
+        if skip > len.saturating_sub(here) {
+            return Ok(bad("truncated, or not a protobuf message"));
+        }
+        r.seek_relative(skip as i64)?;
+        pos = here + skip;
+    }
+    if !graph {
+        return Ok(bad("no ONNX graph in it"));
+    }
+    Ok(OnnxProbe::Model { ir_version })
+}
+
+/// The error for a model ONNX Runtime refused: "not an ONNX model" or "newer IR
+/// version" with the fix when the file shows it, else ONNX Runtime's own words.
+fn diagnose_load_failure(path: &Path, message: String) -> InferenceError {
+    // "... Unsupported model IR version: 14, max supported IR version: 13"
+    let stated_max = message
+        .split_once("max supported IR version:")
+        .and_then(|(_, rest)| {
+            let digits: String = rest
+                .trim_start()
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse::<i64>().ok()
+        });
+    let max_ir_version = stated_max.unwrap_or(MAX_IR_VERSION);
+    let runtime = RUNTIME
+        .get()
+        .map(|(_, i)| i.version.clone())
+        .unwrap_or_else(|| "1.31".into());
+    match probe_onnx(path) {
+        Ok(OnnxProbe::NotOnnx(detail)) => InferenceError::NotOnnx {
+            path: path.to_path_buf(),
+            detail,
+        },
+        Ok(OnnxProbe::Model {
+            ir_version: Some(ir_version),
+        }) if ir_version > max_ir_version => InferenceError::NewerIrVersion {
+            path: path.to_path_buf(),
+            ir_version,
+            runtime,
+            max_ir_version,
+        },
+        _ if message.contains("INVALID_PROTOBUF") => InferenceError::NotOnnx {
+            path: path.to_path_buf(),
+            detail: format!("ONNX Runtime: {message}"),
+        },
+        _ => InferenceError::Session {
+            path: path.to_path_buf(),
+            message,
+        },
+    }
+}
+
 /// A loaded model: one ONNX Runtime session, built once, plus its card.
 pub struct Classifier {
     session: Session,
@@ -209,6 +355,11 @@ impl Classifier {
     /// provider is required to register; when it cannot, the session is built on CPU
     /// and [`Classifier::cuda_fallback`] says why.
     pub fn new(model_path: &Path, device: Device, threads: usize) -> Result<Self, InferenceError> {
+        if model_path.is_dir() {
+            return Err(InferenceError::ModelIsDirectory {
+                path: model_path.to_path_buf(),
+            });
+        }
         if !model_path.is_file() {
             return Err(InferenceError::ModelMissing {
                 path: model_path.to_path_buf(),
@@ -220,10 +371,7 @@ impl Classifier {
         let card = ModelCard::load_for_model(model_path)?;
         let env = environment()?;
         let path = model_path.to_path_buf();
-        let session_err = |e: String| InferenceError::Session {
-            path: path.clone(),
-            message: e,
-        };
+        let session_err = |e: String| diagnose_load_failure(&path, e);
         let build = |cuda: bool| -> Result<Session, String> {
             let mut b = Session::builder(env)
                 .map_err(|e| e.to_string())?
@@ -553,6 +701,108 @@ mod tests {
         assert_eq!(q[0], 0.5);
         probabilities(&[2.0], &mut q);
         assert!((q[0] - 1.0 / (1.0 + (-2.0f32).exp())).abs() < 1e-7);
+    }
+
+    /// Writes `bytes` as `dir/m.onnx` with a valid card beside it, so that only the
+    /// ONNX file itself can be at fault.
+    fn model_file(dir: &Path, bytes: &[u8]) -> PathBuf {
+        use crate::card::{Preprocessing, Provenance, CARD_FORMAT};
+        let model = dir.join("m.onnx");
+        std::fs::write(&model, bytes).unwrap();
+        let card = ModelCard {
+            format: CARD_FORMAT,
+            architecture: "labram_base_patch200_200".into(),
+            trained: false,
+            task: "test".into(),
+            classes: vec!["rest".into(), "arithmetic".into()],
+            channels: vec!["C3".into(), "C4".into()],
+            patch_size: PATCH_SIZE,
+            sample_rate_hz: 200.0,
+            window_patches: 4,
+            hop_s: 1.0,
+            preprocessing: Preprocessing::default(),
+            provenance: Provenance::default(),
+        };
+        card.save(&ModelCard::path_for(&model)).unwrap();
+        model
+    }
+
+    /// A minimal `ModelProto`: `ir_version`, an empty graph, opset 13.
+    fn model_proto(ir_version: u8) -> Vec<u8> {
+        vec![0x08, ir_version, 0x3a, 0x00, 0x42, 0x02, 0x10, 0x0d]
+    }
+
+    #[test]
+    fn probe_tells_models_from_other_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x");
+        std::fs::write(&p, model_proto(14)).unwrap();
+        assert_eq!(
+            probe_onnx(&p).unwrap(),
+            OnnxProbe::Model {
+                ir_version: Some(14)
+            }
+        );
+        for bytes in [
+            &b""[..],
+            b"PK\x03\x04 a zip, say a torch checkpoint",
+            b"\x08\x09",             // an IR version, no graph
+            b"\x3a\xff\xff\xff\x0f", // a graph longer than the file
+        ] {
+            std::fs::write(&p, bytes).unwrap();
+            assert!(
+                matches!(probe_onnx(&p).unwrap(), OnnxProbe::NotOnnx(_)),
+                "{bytes:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn non_onnx_newer_ir_and_directories_name_the_fault_and_the_fix() {
+        if runtime_library_path().is_none_or(|p| !p.exists()) {
+            eprintln!("skipped: no ONNX Runtime library (run scripts/setup.sh)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        // A torch checkpoint given where the ONNX export belongs.
+        let model = model_file(dir.path(), b"PK\x03\x04\x14\x00\x00\x00 not really a zip");
+        let msg = Classifier::new(&model, Device::Cpu, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("m.onnx is not an ONNX model") && msg.contains("labram-trainer export"),
+            "{msg}"
+        );
+        // IR 14: ONNX Runtime 1.31 reads up to 13.
+        let model = model_file(dir.path(), &model_proto(14));
+        let e = Classifier::new(&model, Device::Cpu, 1).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            matches!(
+                e,
+                InferenceError::NewerIrVersion {
+                    ir_version: 14,
+                    max_ir_version: MAX_IR_VERSION,
+                    ..
+                }
+            ),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("newer ONNX IR version 14")
+                && msg.contains("reads up to IR version 13")
+                && msg.contains("re-export it with `labram-trainer export`"),
+            "{msg}"
+        );
+        // A directory.
+        let msg = Classifier::new(dir.path(), Device::Cpu, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("is a directory; expected an .onnx model file")
+                && !msg.contains("os error"),
+            "{msg}"
+        );
     }
 
     #[test]

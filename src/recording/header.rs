@@ -442,6 +442,32 @@ impl Header {
                 });
             }
         }
+        // EDF+ allows 0-s records only in annotation-only files: with ordinary
+        // signals, every sample rate (samples per record / duration) is undefined,
+        // and callers that skip signals without a rate would report them missing.
+        if record_duration_s == 0.0 {
+            let data: Vec<&str> = signals
+                .iter()
+                .filter(|s| !s.is_annotation)
+                .map(|s| s.label.as_str())
+                .collect();
+            if !data.is_empty() {
+                let shown = data.iter().take(5).copied().collect::<Vec<_>>().join(", ");
+                let more = if data.len() > 5 { ", …" } else { "" };
+                return Err(ctx.err(
+                    "duration of a data record",
+                    244,
+                    8,
+                    format!(
+                        "is 0 s, but the file has {} ordinary signal(s) ({shown}{more}) whose sample \
+                         rates would be undefined (only annotation-only EDF+ files may have 0-s \
+                         records); the header is corrupt: rewrite it with the real record duration \
+                         (samples per record / sample rate, usually 1 s)",
+                        data.len()
+                    ),
+                ));
+            }
+        }
         Ok(Header {
             path: path.to_path_buf(),
             format,

@@ -53,6 +53,8 @@ pub enum RecordingError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{path} is a directory; expected an EDF/BDF recording file (.edf/.bdf): give one of the files in it")]
+    IsDirectory { path: PathBuf },
     #[error("{path} is truncated or corrupt at byte {offset}: {what}")]
     Truncated {
         path: PathBuf,
@@ -410,10 +412,110 @@ mod tests {
             }
         }
 
+        /// Random bytes everywhere after a valid preamble (version, header size,
+        /// signal count), so that every per-signal field parser and the record
+        /// reader see arbitrary input: Ok or a field error past the preamble,
+        /// never a panic. (Fully random bytes are refused at the version field.)
         #[test]
-        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
-            let _ = Header::parse(&bytes, Some(bytes.len() as u64), Path::new("fuzz"));
-            let _ = open(&bytes);
+        fn random_fields_after_a_valid_preamble_never_panic(
+            bdf in any::<bool>(),
+            ns in 1usize..4,
+            body in proptest::collection::vec(any::<u8>(), 256 * 4..256 * 4 + 3000),
+            digits in proptest::collection::vec((0usize..1024, prop_oneof![Just(b'-'), Just(b'1'), Just(b'0'), Just(b' '), Just(b'.'), Just(b'8')]), 0..200),
+        ) {
+            let need = 256 * (ns + 1);
+            let mut bytes = body;
+            // Numeric-looking bytes here and there, so numbers parse sometimes.
+            for (pos, b) in digits {
+                bytes[pos] = b;
+            }
+            let version: &[u8] = if bdf { b"\xffBIOSEMI" } else { b"0       " };
+            bytes[..8].copy_from_slice(version);
+            bytes[184..192].copy_from_slice(format!("{need:<8}").as_bytes());
+            bytes[252..256].copy_from_slice(format!("{ns:<4}").as_bytes());
+            let parsed = Header::parse(&bytes, Some(bytes.len() as u64), Path::new("fuzz"));
+            if let Err(e) = &parsed {
+                let msg = e.to_string();
+                for preamble in ["`version`", "`number of signals`", "`number of bytes in header record`"] {
+                    prop_assert!(!msg.contains(preamble), "stopped in the preamble: {}", msg);
+                }
+            }
+            match open(&bytes) {
+                Ok(mut r) => {
+                    prop_assert!(parsed.is_ok());
+                    let _ = r.annotations();
+                    let n = r.header().signals.len();
+                    prop_assert_eq!(n, ns);
+                    let _ = r.read_all(&(0..n).collect::<Vec<_>>());
+                }
+                Err(e) => prop_assert!(parsed.is_err(), "parse Ok but open failed: {}", e),
+            }
         }
+    }
+
+    #[test]
+    fn zero_record_duration_with_signals_is_named_not_missing_electrodes() {
+        let sigs = |label| Sig {
+            label,
+            dim: "uV",
+            pmin: -100.0,
+            pmax: 100.0,
+            dmin: -32768,
+            dmax: 32767,
+            spr: 10,
+        };
+        let ann = Sig {
+            label: "EDF Annotations",
+            dim: "",
+            pmin: -1.0,
+            pmax: 1.0,
+            dmin: -32768,
+            dmax: 32767,
+            spr: 20,
+        };
+        let bytes = build(
+            false,
+            "EDF+C",
+            "0",
+            &[sigs("EEG Fp1"), sigs("EEG Cz"), ann],
+            2,
+            |_, _, i| i as i32,
+        );
+        let e = open(&bytes).err().unwrap().to_string();
+        assert!(
+            e.contains("duration of a data record")
+                && e.contains("is 0 s")
+                && e.contains("EEG Fp1, EEG Cz")
+                && e.contains("real record duration"),
+            "{e}"
+        );
+        // Annotation-only EDF+ files may have 0-s records.
+        let ann = Sig {
+            label: "EDF Annotations",
+            dim: "",
+            pmin: -1.0,
+            pmax: 1.0,
+            dmin: -32768,
+            dmax: 32767,
+            spr: 20,
+        };
+        let bytes = build(false, "EDF+C", "0", &[ann], 2, |_, _, _| 0);
+        let r = open(&bytes).unwrap();
+        assert_eq!(r.header().record_duration_s, 0.0);
+    }
+
+    #[test]
+    fn a_directory_is_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = EdfReader::open(dir.path()).err().unwrap();
+        assert!(matches!(e, RecordingError::IsDirectory { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("is a directory")
+                && msg.contains(".edf")
+                && msg.contains(&dir.path().display().to_string())
+                && !msg.contains("os error"),
+            "{msg}"
+        );
     }
 }

@@ -47,7 +47,15 @@ impl EdfReader<BufReader<File>> {
             source,
         };
         let file = File::open(path).map_err(io)?;
-        let len = file.metadata().map_err(io)?.len();
+        let meta = file.metadata().map_err(io)?;
+        // Opening a directory succeeds on Unix; only the first read fails, with an
+        // OS error ("Is a directory") that does not say what was expected.
+        if meta.is_dir() {
+            return Err(RecordingError::IsDirectory {
+                path: path.to_path_buf(),
+            });
+        }
+        let len = meta.len();
         Self::from_reader(BufReader::with_capacity(1 << 16, file), Some(len), path)
     }
 }
