@@ -11,8 +11,11 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-bash scripts/setup.sh
-cargo build --release -p labramd -p labram-trainer --bins 2>&1 | grep -v '^\s*Compiling' >&2 || true
+# Only what the daemon needs (ONNX Runtime and liblsl, no libtorch), and only the daemon
+# is built: the first prediction comes within minutes of a fresh clone.
+bash scripts/setup.sh --demo
+echo "[demo] building labramd (release; the first build takes a few minutes)" >&2
+cargo build --release --quiet -p labramd --bin labramd || { echo "demo: building labramd failed (see above)" >&2; exit 1; }
 BIN="$ROOT/target/release"
 CONFIG="${DEMO_CONFIG:-configs/demo.yaml}"
 

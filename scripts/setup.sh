@@ -6,15 +6,28 @@
 #     reference tools (pyedflib, MNE, h5py, pylsl, onnx) the tests compare against,
 #   * .deps/: stable, relative links that .cargo/config.toml points the build at.
 # Nothing is downloaded at run time; everything comes from Debian and PyPI here.
+#
+#   bash scripts/setup.sh          # everything: what the tests and the trainer need (~3 GB)
+#   bash scripts/setup.sh --demo   # only what the daemon needs (ONNX Runtime, liblsl; ~60 MB):
+#                                  # scripts/demo.sh uses it, so a first prediction comes fast
 set -euo pipefail
+MODE=full
+case "${1:-}" in
+  --demo) MODE=demo ;;
+  "") ;;
+  *) echo "usage: bash scripts/setup.sh [--demo]" >&2; exit 2 ;;
+esac
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 # --- system packages -------------------------------------------------------------
+# The daemon alone needs only a C linker; the trainer's hdf5 crate needs libhdf5-dev.
+pkgs=(build-essential pkg-config libhdf5-dev)
+[ "$MODE" = demo ] && pkgs=(build-essential)
 missing=()
-for pkg in build-essential pkg-config libhdf5-dev; do
+for pkg in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
@@ -29,7 +42,20 @@ VENV="$ROOT/.venv"
 REQ="$ROOT/scripts/requirements.txt"
 STAMP="$VENV/.requirements.sha256"
 want="$(sha256sum "$REQ" | cut -d' ' -f1)"
-if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
+full_ready() { [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; }
+if [ "$MODE" = demo ] && ! full_ready; then
+  # The daemon's two native libraries, at the versions requirements.txt pins.
+  DEMO_REQ="$(grep -E '^(onnxruntime|pylsl)==' "$REQ")"
+  DEMO_STAMP="$VENV/.demo-requirements.sha256"
+  demo_want="$(sha256sum <<<"$DEMO_REQ" | cut -d' ' -f1)"
+  if [ ! -f "$DEMO_STAMP" ] || [ "$(cat "$DEMO_STAMP")" != "$demo_want" ]; then
+    log "creating $VENV with the daemon's libraries only: $(tr '\n' ' ' <<<"$DEMO_REQ")"
+    python3 -m venv "$VENV"
+    # shellcheck disable=SC2086
+    "$VENV/bin/python" -m pip install -q --no-cache-dir $DEMO_REQ
+    echo "$demo_want" > "$DEMO_STAMP"
+  fi
+elif ! full_ready; then
   log "creating $VENV with $(basename "$REQ") (first run downloads ~3 GB of wheels)"
   # The venv takes ~5 GB and the first test build ~1.5 GB more: say so before pip's
   # "[Errno 28] No space left on device" would, and where.
@@ -47,7 +73,7 @@ fi
 # --- stable links for the build (.cargo/config.toml) -------------------------------
 SITE="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 mkdir -p .deps
-ln -sfn "$SITE/torch" .deps/libtorch
+[ -d "$SITE/torch" ] && ln -sfn "$SITE/torch" .deps/libtorch
 ORT_LIB="$(ls "$SITE"/onnxruntime/capi/libonnxruntime.so.* | head -n1)"
 ln -sfn "$ORT_LIB" .deps/libonnxruntime.so
 # liblsl 1.18 from the pylsl wheel, linked instead of the 1.13 that lsl-sys would build
@@ -55,4 +81,4 @@ ln -sfn "$ORT_LIB" .deps/libonnxruntime.so
 ln -sfn "$SITE/pylsl/lib" .deps/lsl
 [ -f .deps/lsl/liblsl.so ] || { log "no liblsl.so in $SITE/pylsl/lib: is pylsl 1.18.6 installed?"; exit 1; }
 rm -rf .deps/include   # the liblsl 1.13 build fix of earlier set-ups, no longer used
-log "ready: venv $VENV, libtorch $(readlink .deps/libtorch), onnxruntime $ORT_LIB, liblsl $(readlink .deps/lsl)"
+log "ready ($MODE): venv $VENV, libtorch $(readlink .deps/libtorch || echo 'not installed (--demo)'), onnxruntime $ORT_LIB, liblsl $(readlink .deps/lsl)"
