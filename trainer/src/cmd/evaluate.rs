@@ -7,22 +7,28 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use labram_trainer::data::format::Dataset;
+use labram_trainer::eval::metrics::MetricError;
 use labram_trainer::eval::{baseline, model};
 
 /// Evaluate an exported model (or the classical baseline) with the paper's metrics.
 ///
 /// Binary tasks print balanced accuracy, AUROC and PR-AUC; multi-class tasks
 /// balanced accuracy, Cohen's kappa and weighted F1; one metric per line.
+/// When every window is of one class, AUROC and PR-AUC are undefined: the
+/// accuracies and per-recording mean probabilities are printed, the two
+/// metrics as `undefined`, and why on stderr (exit status 0).
 ///
 /// Examples:
 ///   labram-trainer evaluate --model m.onnx --recording a.edf=rest --recording b.edf=arithmetic
 ///   labram-trainer evaluate --model m.onnx --dataset out/eegmat-causal --split test
 ///   labram-trainer evaluate --baseline --dataset out/eegmat-causal
+///   labram-trainer evaluate --model m.onnx --adaptation baseline --baseline-s 60 \
+///      --session rest=Subject25_1.edf,arithmetic=Subject25_2.edf --train-eegmat DIR --train-subjects 22-24
 #[derive(clap::Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
     /// Exported model (`.onnx`, with its card `.yaml` beside it).
-    #[arg(long, required_unless_present = "baseline")]
+    #[arg(long, required_unless_present_any = ["baseline", "sessions"])]
     pub model: Option<PathBuf>,
     /// A labelled recording, `FILE=CLASS` (class name from the model card, or
     /// its index); repeatable. Windows, hop, electrodes and preprocessing come
@@ -55,9 +61,16 @@ pub struct Args {
     /// Also print per-recording mean class probabilities.
     #[arg(long)]
     pub verbose: bool,
+    /// Whole sessions under an adaptation protocol (--session, --adaptation ...).
+    #[command(flatten)]
+    pub session: super::sessions::SessionArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if !args.session.sessions.is_empty() {
+        let model = args.model.as_deref();
+        return super::sessions::run(&args.session, model, args.threads, args.verbose, &args.map);
+    }
     if args.baseline {
         let dir = args
             .dataset
@@ -77,8 +90,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let ds = Dataset::open_split(dir, &args.split)?;
         let ev = model::evaluate_dataset(&mut clf, &ds)?;
         println!("split: {}", args.split);
-        println!("windows: {}", ev.report.n());
-        print!("{}", ev.report);
+        print_metrics(&ev, &model::class_names(clf.card()), &|c| {
+            format!("windows of class `{c}` to the split")
+        });
         return Ok(());
     }
     if args.recordings.is_empty() {
@@ -99,8 +113,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         map.insert(l.to_string(), e.to_string());
     }
     let ev = model::evaluate_recordings(&mut clf, &recs, &map)?;
-    if args.verbose {
-        let names = model::class_names(clf.card());
+    let names = model::class_names(clf.card());
+    // With one class only, the per-recording figures are most of what is defined.
+    if args.verbose || ev.report.is_err() {
         for r in &ev.recordings {
             let probs: Vec<String> = names
                 .iter()
@@ -116,9 +131,39 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             );
         }
     }
-    println!("windows: {}", ev.report.n());
-    print!("{}", ev.report);
+    print_metrics(&ev, &names, &|c| {
+        format!("a recording of class `{c}` (--recording FILE={c})")
+    });
     Ok(())
+}
+
+/// Prints the window count and the metrics, one per line. When the binary metrics
+/// are undefined (every window of one class), prints the accuracies instead, the
+/// undefined metrics as `undefined`, and on stderr why and what to add (`add`
+/// words it for the missing class).
+fn print_metrics(ev: &model::Evaluation, names: &[String], add: &dyn Fn(&str) -> String) {
+    println!("windows: {}", ev.labels.len());
+    match &ev.report {
+        Ok(report) => print!("{report}"),
+        Err(e) => {
+            println!("accuracy: {:.4}", ev.accuracy);
+            println!("balanced accuracy: {:.4}", ev.balanced_accuracy);
+            println!("AUROC: undefined");
+            println!("PR-AUC: undefined");
+            let why = match e {
+                MetricError::OneClass { only, .. } => {
+                    let name = |i: usize| names.get(i).map_or("?", String::as_str);
+                    format!(
+                        "every window is of class `{}`, and AUROC and PR-AUC rank the windows of one class against those of the other; add {} to get them",
+                        name(*only),
+                        add(name(1 - (*only).min(1)))
+                    )
+                }
+                other => other.to_string(),
+            };
+            eprintln!("note: AUROC and PR-AUC are undefined: {why}");
+        }
+    }
 }
 
 fn run_baseline(dir: &std::path::Path, balanced: bool) -> anyhow::Result<()> {

@@ -65,6 +65,15 @@ pub fn confusion(
     Ok(m)
 }
 
+/// Plain accuracy: the fraction of predictions equal to the truth. Defined for
+/// any non-empty input, also when the truth holds a single class (where AUROC
+/// and PR-AUC are not).
+pub fn accuracy(y_true: &[usize], y_pred: &[usize]) -> Result<f64, MetricError> {
+    check_len("accuracy", y_true.len(), y_pred.len())?;
+    let hits = y_true.iter().zip(y_pred).filter(|(t, p)| t == p).count();
+    Ok(hits as f64 / y_true.len() as f64)
+}
+
 /// Balanced accuracy: the mean recall over the classes present in `y_true`
 /// (sklearn drops classes with no true sample from the mean).
 pub fn balanced_accuracy(
@@ -375,6 +384,16 @@ mod tests {
         assert!(matches!(
             balanced_accuracy(&[0, 3], &[0, 1], 2),
             Err(MetricError::Label { label: 3, .. })
+        ));
+    }
+
+    #[test]
+    fn accuracy_is_defined_for_one_class() {
+        assert!(close(accuracy(&[1, 1, 1, 1], &[1, 0, 1, 1]).unwrap(), 0.75));
+        assert!(matches!(accuracy(&[], &[]), Err(MetricError::Empty)));
+        assert!(matches!(
+            accuracy(&[0], &[0, 1]),
+            Err(MetricError::Length { .. })
         ));
     }
 

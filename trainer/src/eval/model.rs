@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use labramd::card::{ModelCard, PATCH_SIZE, SAMPLE_RATE_HZ};
 use labramd::inference::{Classifier, Device, InferenceError};
 
-use super::metrics::{MetricError, Report};
+use super::metrics::{self, MetricError, Report};
 use crate::data::format::{Dataset, FormatError};
 use crate::data::prepare::{self, Channels};
 use crate::data::windows;
@@ -28,7 +28,8 @@ pub enum EvalError {
     Format(#[from] FormatError),
     #[error(transparent)]
     Metric(#[from] MetricError),
-    #[error("{file}: {message}")]
+    /// `message` names the file (see [`EvalError::recording`]).
+    #[error("{message}")]
     Recording { file: String, message: String },
     #[error("class `{class}` of {file} is not one of the model's classes ({classes}); write --recording <file>=<class> with one of those")]
     UnknownClass {
@@ -38,6 +39,23 @@ pub enum EvalError {
     },
     #[error("dataset does not fit the model: {0}")]
     Mismatch(String),
+}
+
+impl EvalError {
+    /// An error about one recording: `message` prefixed with the file, unless it
+    /// names the file already (the recording reader's errors do), so that the path
+    /// is never printed twice (`a.edf: a.edf is …`).
+    pub fn recording(file: &str, message: impl Into<String>) -> EvalError {
+        let message = message.into();
+        EvalError::Recording {
+            file: file.to_string(),
+            message: if message.contains(file) {
+                message
+            } else {
+                format!("{file}: {message}")
+            },
+        }
+    }
 }
 
 /// Per-recording result.
@@ -55,8 +73,51 @@ pub struct RecordingResult {
 pub struct Evaluation {
     pub labels: Vec<usize>,
     pub probs: Vec<Vec<f64>>,
-    pub report: Report,
+    /// The paper's metrics, or why they are undefined for these windows: the binary
+    /// ones (AUROC, PR-AUC) need windows of both classes, so a one-class evaluation
+    /// holds [`MetricError::OneClass`] here. Any other metric error fails the
+    /// evaluation instead.
+    pub report: Result<Report, MetricError>,
+    /// Fraction of windows whose predicted class (probability ≥ 0.5 for two
+    /// classes, arg-max otherwise) is the true one; defined for any windows.
+    pub accuracy: f64,
+    /// Mean recall over the classes present; with one class, its recall.
+    pub balanced_accuracy: f64,
     pub recordings: Vec<RecordingResult>,
+}
+
+/// Predicted classes as the reports threshold them: class 1 when its probability
+/// is at least 0.5 for two classes, the arg-max otherwise.
+fn predictions(probs: &[Vec<f64>]) -> Vec<usize> {
+    if probs.first().is_some_and(|r| r.len() == 2) {
+        probs.iter().map(|r| usize::from(r[1] >= 0.5)).collect()
+    } else {
+        metrics::argmax_rows(probs)
+    }
+}
+
+/// Everything the metrics say about `labels` vs `probs`: the paper's report where
+/// defined, plus the accuracies, which always are.
+fn evaluation(
+    labels: Vec<usize>,
+    probs: Vec<Vec<f64>>,
+    recordings: Vec<RecordingResult>,
+) -> Result<Evaluation, EvalError> {
+    let report = match Report::from_probs(&labels, &probs) {
+        Ok(r) => Ok(r),
+        Err(e @ MetricError::OneClass { .. }) => Err(e),
+        Err(e) => return Err(e.into()),
+    };
+    let pred = predictions(&probs);
+    let classes = probs.first().map_or(0, Vec::len);
+    Ok(Evaluation {
+        accuracy: metrics::accuracy(&labels, &pred)?,
+        balanced_accuracy: metrics::balanced_accuracy(&labels, &pred, classes)?,
+        labels,
+        probs,
+        report,
+        recordings,
+    })
 }
 
 /// Class names as the metrics see them: a single-logit model is binary with
@@ -124,31 +185,22 @@ pub fn evaluate_recordings(
     for (path, class) in recordings {
         let file = path.display().to_string();
         let label = class_index(&card, &file, class)?;
-        let p = prepare::prepare(path, channel_map, &want, &card.preprocessing, false).map_err(
-            |r| EvalError::Recording {
-                file: file.clone(),
-                message: r.message,
-            },
-        )?;
-        let ratio =
-            labramd::dsp::design::rational_ratio(p.input_rate_hz, SAMPLE_RATE_HZ).map_err(|e| {
-                EvalError::Recording {
-                    file: file.clone(),
-                    message: e.to_string(),
-                }
-            })?;
+        let p = prepare::prepare(path, channel_map, &want, &card.preprocessing, false)
+            .map_err(|r| EvalError::recording(&file, r.message))?;
+        let ratio = labramd::dsp::design::rational_ratio(p.input_rate_hz, SAMPLE_RATE_HZ)
+            .map_err(|e| EvalError::recording(&file, e.to_string()))?;
         let hop_frames = (card.hop_s * p.input_rate_hz).round().max(1.0) as u64;
         let starts =
             windows::daemon_starts(p.input_samples as u64, p.samples(), ratio, hop_frames, len);
         if starts.is_empty() {
-            return Err(EvalError::Recording {
-                file,
-                message: format!(
+            return Err(EvalError::recording(
+                &file,
+                format!(
                     "{:.1} s is shorter than one {:.0}-s window of the model",
                     p.samples() as f64 / SAMPLE_RATE_HZ,
                     len as f64 / SAMPLE_RATE_HZ
                 ),
-            });
+            ));
         }
         let mut rec_probs = Vec::new();
         for chunk in starts.chunks(BATCH) {
@@ -171,13 +223,7 @@ pub fn evaluate_recordings(
         labels.extend(std::iter::repeat_n(label, rec_probs.len()));
         probs.extend(rec_probs);
     }
-    let report = Report::from_probs(&labels, &probs)?;
-    Ok(Evaluation {
-        labels,
-        probs,
-        report,
-        recordings: per_rec,
-    })
+    evaluation(labels, probs, per_rec)
 }
 
 /// Runs the model over one split of a `make-dataset` output. The dataset's
@@ -215,11 +261,43 @@ pub fn evaluate_dataset(clf: &mut Classifier, ds: &Dataset) -> Result<Evaluation
         probs.extend(classify(clf, &b.x, chunk.len())?);
     }
     let labels: Vec<usize> = ds.labels().iter().map(|&l| l as usize).collect();
-    let report = Report::from_probs(&labels, &probs)?;
-    Ok(Evaluation {
-        labels,
-        probs,
-        report,
-        recordings: Vec::new(),
-    })
+    evaluation(labels, probs, Vec::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_class_keeps_what_is_defined() {
+        // Four windows, all class 1; three predicted right.
+        let probs = vec![
+            vec![0.2, 0.8],
+            vec![0.6, 0.4],
+            vec![0.5, 0.5],
+            vec![0.1, 0.9],
+        ];
+        let ev = evaluation(vec![1; 4], probs, Vec::new()).unwrap();
+        assert!(matches!(
+            ev.report,
+            Err(MetricError::OneClass { only: 1, .. })
+        ));
+        assert_eq!(ev.accuracy, 0.75);
+        assert_eq!(ev.balanced_accuracy, 0.75);
+        // Other metric errors still fail the evaluation.
+        let e = evaluation(
+            vec![0, 1],
+            vec![vec![f64::NAN, 0.5], vec![0.5, f64::NAN]],
+            Vec::new(),
+        );
+        assert!(matches!(e, Err(EvalError::Metric(_))), "{e:?}");
+    }
+
+    #[test]
+    fn recording_errors_name_the_file_once() {
+        let e = EvalError::recording("a.edf", "cannot read a.edf: no such file");
+        assert_eq!(e.to_string(), "cannot read a.edf: no such file");
+        let e = EvalError::recording("a.edf", "missing electrode(s) O1");
+        assert_eq!(e.to_string(), "a.edf: missing electrode(s) O1");
+    }
 }
