@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-use labram_trainer::train::config::{RunConfig, StageName};
+use labram_trainer::train::config::{RunConfig, StageConfig, StageName};
 use labram_trainer::train::nets;
 use labram_trainer::train::runner::{build_optimizer, train_step, Stage};
 use labram_trainer::train::stages::{Finetune, Pretrain};
@@ -102,9 +102,7 @@ fn run_file(stage: StageName, batch: usize) -> RunConfig {
         ),
     };
     let path = std::path::Path::new("bench.yaml");
-    let cfg = RunConfig::from_yaml(&text, path).expect("bench run file");
-    cfg.validate(path, stage).expect("bench run file valid");
-    cfg
+    RunConfig::parse(&text, path, stage).expect("bench run file valid")
 }
 
 /// Synthetic µV windows (pink-ish noise plus alpha) for `n` windows.
@@ -147,7 +145,7 @@ fn loader_rate(set: &WindowSet, batch: usize, device: Device) -> f64 {
 fn time_steps(stage: &mut dyn Stage, cfg: &RunConfig, o: &Opts, device: Device) -> f64 {
     let mut opt = build_optimizer(stage, cfg);
     let batches = stage.epoch_batches(0, 0, o.batch);
-    let recipe = cfg.recipe();
+    let recipe = cfg.recipe;
     let mut step = |k: usize| {
         labram_trainer::train::rng::seed_torch_for_step(0, k as u64);
         train_step(
@@ -209,8 +207,7 @@ fn rust_case(case: &str, o: &Opts, device: Device) -> (Option<f64>, f64) {
         let cfg = run_file(StageName::Finetune, o.batch);
         let set = windows(&names, p, n, true);
         let loader = loader_rate(&set, o.batch, device);
-        let r = cfg.recipe();
-        match nets::finetune(&cfg.model, &r, 2, device) {
+        match nets::finetune(cfg.variant, &cfg.recipe, 2, device) {
             Ok((net, params)) => {
                 let mut s = Finetune {
                     net,
@@ -235,12 +232,15 @@ fn rust_case(case: &str, o: &Opts, device: Device) -> (Option<f64>, f64) {
         let cfg = run_file(StageName::Pretrain, o.batch);
         let set = windows(&names, p, n, false);
         let loader = loader_rate(&set, o.batch, device);
-        let r = cfg.recipe();
-        let built = nets::mem(&cfg.model, &r, device).and_then(|(net, params, vocab)| {
-            let tok_cfg = cfg.tokenizer_model.clone().unwrap_or(cfg.model.clone());
-            let tokenizer = nets::random_tokenizer(&tok_cfg, device)?;
-            Ok((net, params, vocab, tokenizer))
-        });
+        let StageConfig::Pretrain(pt) = &cfg.stage else {
+            unreachable!("run_file(Pretrain) is checked for pretraining")
+        };
+        let built = nets::mem(cfg.variant, pt.vocab, &cfg.recipe, device).and_then(
+            |(net, params, vocab)| {
+                let tokenizer = nets::random_tokenizer(&pt.tokenizer_spec, device)?;
+                Ok((net, params, vocab, tokenizer))
+            },
+        );
         match built {
             Ok((net, params, vocab, tokenizer)) => {
                 let mut s = Pretrain {

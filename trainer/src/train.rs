@@ -3,7 +3,8 @@
 //!
 //! The pieces are small and separately tested so that each quirk of the official
 //! recipe (LABRAM.md §6) has one home:
-//! * [`config`]: the YAML run files (`configs/train-*.yaml`), strictly checked.
+//! * [`config`]: the YAML run files (`configs/train-*.yaml`), read raw, then checked
+//!   into a typed run with the official defaults applied.
 //! * [`optim`]: AdamW with torch's exact math, parameter groups (weight-decay
 //!   exclusions, layer-wise LR decay) and gradient clipping.
 //! * [`schedule`]: per-step linear warm-up then cosine, as the official `cosine_scheduler`.

@@ -196,7 +196,7 @@ fn adamw_reproduces_the_golden_finetune_step() {
 /// external test subjects (28-35) out.
 #[test]
 fn shipped_run_files_are_valid() {
-    use labram_trainer::train::config::{expand_subjects, RunConfig};
+    use labram_trainer::train::config::{expand_subjects, RawRunConfig};
     let dir = manifest().join("../configs");
     let mut n = 0;
     for entry in std::fs::read_dir(&dir).expect("configs/") {
@@ -206,8 +206,8 @@ fn shipped_run_files_are_valid() {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();
-        let cfg = RunConfig::from_yaml(&text, &path).unwrap_or_else(|e| panic!("{e}"));
-        cfg.validate(&path, cfg.stage)
+        let cfg = RawRunConfig::from_yaml(&text, &path).unwrap_or_else(|e| panic!("{e}"));
+        cfg.check(&path, cfg.stage)
             .unwrap_or_else(|e| panic!("{e}"));
         for list in [
             &cfg.data.train_subjects,
@@ -505,14 +505,15 @@ fn finetune_from_official_pth_and_export() {
 /// the decay group for every weight matrix; the embeddings' quirk (time_embed at 1) holds.
 #[test]
 fn base_finetune_parameter_groups() {
-    use labram_trainer::train::config::RunConfig;
+    use labram_trainer::train::config::{RunConfig, StageName};
     use labram_trainer::train::nets;
-    let cfg = RunConfig::from_yaml(
+    let cfg = RunConfig::parse(
         "stage: finetune\nmodel: {variant: base, num_classes: 2}\ndata: {dataset: d}\ntrain: {output_dir: o}\n",
         Path::new("t.yaml"),
+        StageName::Finetune,
     )
     .unwrap();
-    let (_, params) = nets::finetune(&cfg.model, &cfg.recipe(), 2, tch::Device::Cpu).unwrap();
+    let (_, params) = nets::finetune(cfg.variant, &cfg.recipe, 2, tch::Device::Cpu).unwrap();
     assert_eq!(params.depth, 12);
     let n: i64 = params.trainable.iter().map(|(_, t)| t.numel() as i64).sum();
     assert_eq!(

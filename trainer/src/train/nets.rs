@@ -1,4 +1,4 @@
-//! Glue between the run files and the networks of [`crate::model`]: building them with
+//! Glue between the checked run files and the networks of [`crate::model`]: building them with
 //! the recipe's drop path and layer scale, and loading initial weights.
 //!
 //! `variant: tiny` is a 2-block network of width 100 (4 heads, 4 temporal-conv
@@ -9,7 +9,7 @@ use std::path::Path;
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
-use super::config::{ModelConfig, Recipe, Variant};
+use super::config::{Recipe, TokenizerSpec, Variant};
 use super::runner::StageError;
 use super::stages::{ClassifierNet, MemNet, Params, TokenizerLoss, TokenizerNet};
 use crate::checkpoint;
@@ -122,10 +122,10 @@ impl TokenizerNet for TokenizerModel {
     }
 }
 
-/// The fine-tuning network's settings for a run file.
-pub fn finetune_config(m: &ModelConfig, r: &Recipe, num_classes: i64) -> TransformerConfig {
-    let mut c = TransformerConfig::finetune(official(m.variant), num_classes);
-    if m.variant == Variant::Tiny {
+/// The fine-tuning network's settings for a run.
+pub fn finetune_config(variant: Variant, r: &Recipe, num_classes: i64) -> TransformerConfig {
+    let mut c = TransformerConfig::finetune(official(variant), num_classes);
+    if variant == Variant::Tiny {
         shrink(&mut c.backbone, 2);
     }
     c.backbone.drop_path_rate = r.drop_path;
@@ -135,22 +135,21 @@ pub fn finetune_config(m: &ModelConfig, r: &Recipe, num_classes: i64) -> Transfo
 
 /// Builds the fine-tuning network with `num_classes` outputs.
 pub fn finetune(
-    m: &ModelConfig,
+    variant: Variant,
     r: &Recipe,
     num_classes: i64,
     device: Device,
 ) -> Result<(FinetuneNet, Params), NetError> {
-    let c = finetune_config(m, r, num_classes);
+    let c = finetune_config(variant, r, num_classes);
     let vs = VarStore::new(device);
     let net = NeuralTransformer::new(&vs.root(), &c);
     Ok((FinetuneNet(net), params(vs, c.backbone.depth as usize)))
 }
 
-/// The MEM network's settings for a run file (vocabulary = `codebook_size`, 8192).
-pub fn mem_config(m: &ModelConfig, r: &Recipe) -> MemConfig {
-    let vocab = m.codebook_size.unwrap_or(8192);
-    let mut c = MemConfig::new(official(m.variant), vocab);
-    if m.variant == Variant::Tiny {
+/// The MEM network's settings for a run (`vocab`: the tokenizer's codebook size).
+pub fn mem_config(variant: Variant, vocab: i64, r: &Recipe) -> MemConfig {
+    let mut c = MemConfig::new(official(variant), vocab);
+    if variant == Variant::Tiny {
         shrink(&mut c.backbone, 2);
     }
     c.backbone.drop_path_rate = r.drop_path;
@@ -160,49 +159,44 @@ pub fn mem_config(m: &ModelConfig, r: &Recipe) -> MemConfig {
 
 /// Builds the MEM network; returns the vocabulary size too.
 pub fn mem(
-    m: &ModelConfig,
+    variant: Variant,
+    vocab: i64,
     r: &Recipe,
     device: Device,
 ) -> Result<(MemModel, Params, i64), NetError> {
-    let c = mem_config(m, r);
+    let c = mem_config(variant, vocab, r);
     let vs = VarStore::new(device);
     let net = model::MemModel::new(&vs.root(), &c);
     let depth = c.backbone.depth as usize;
     Ok((MemModel(net), params(vs, depth), c.vocab_size))
 }
 
-/// The tokenizer's settings for a run file (codebook 8192 x 64, EMA 0.99, k-means).
-pub fn tokenizer_config(m: &ModelConfig) -> VqnspConfig {
-    let depth = match m.variant {
+/// The tokenizer's settings for a run (base: 12 encoder blocks, large/huge 24; tiny:
+/// the shrunk network of the module docs).
+pub fn tokenizer_config(spec: &TokenizerSpec) -> VqnspConfig {
+    let depth = match spec.variant {
         Variant::Large | Variant::Huge => 24,
         _ => 12,
     };
-    let mut c = VqnspConfig::new(
-        depth,
-        m.codebook_size.unwrap_or(8192),
-        m.codebook_dim.unwrap_or(64),
-    );
-    if m.variant == Variant::Tiny {
-        c.n_embed = m.codebook_size.unwrap_or(64);
-        c.code_dim = m.codebook_dim.unwrap_or(16);
+    let mut c = VqnspConfig::new(depth, spec.codebook_size, spec.codebook_dim);
+    if spec.variant == Variant::Tiny {
         shrink(&mut c.encoder.backbone, 2);
         shrink(&mut c.decoder.backbone, 1);
         c.decoder.backbone.patch = PatchKind::Code {
             code_dim: c.code_dim,
         };
     }
-    if let Some(d) = m.ema_decay {
-        c.decay = d;
-    }
-    if let Some(k) = m.kmeans_init {
-        c.kmeans_init = k;
-    }
+    c.decay = spec.ema_decay;
+    c.kmeans_init = spec.kmeans_init;
     c
 }
 
 /// Builds a tokenizer for training.
-pub fn tokenizer(m: &ModelConfig, device: Device) -> Result<(TokenizerModel, Params), NetError> {
-    let c = tokenizer_config(m);
+pub fn tokenizer(
+    spec: &TokenizerSpec,
+    device: Device,
+) -> Result<(TokenizerModel, Params), NetError> {
+    let c = tokenizer_config(spec);
     let vs = VarStore::new(device);
     let net = Vqnsp::new(&vs.root(), &c);
     let depth = c.encoder.backbone.depth as usize;
@@ -212,12 +206,12 @@ pub fn tokenizer(m: &ModelConfig, device: Device) -> Result<(TokenizerModel, Par
 /// Loads a trained tokenizer (any format [`checkpoint::load_state_dict`] reads), frozen,
 /// for pretraining targets.
 pub fn frozen_tokenizer(
-    m: &ModelConfig,
+    spec: &TokenizerSpec,
     path: &Path,
     device: Device,
 ) -> Result<TokenizerModel, NetError> {
     let sd = checkpoint::load_state_dict(path).map_err(|e| load_err(path, e))?;
-    let mut c = tokenizer_config(m);
+    let mut c = tokenizer_config(spec);
     // An untrained (never initialised) codebook would make k-means run on the first
     // pretraining batch; a trained tokenizer has `initted = 1`.
     c.kmeans_init = false;
@@ -237,8 +231,8 @@ pub fn frozen_tokenizer(
 
 /// A tokenizer with random weights and a random unit-norm codebook (benchmarks: the
 /// pretraining step's cost does not depend on what the codes are).
-pub fn random_tokenizer(m: &ModelConfig, device: Device) -> Result<TokenizerModel, NetError> {
-    let mut c = tokenizer_config(m);
+pub fn random_tokenizer(spec: &TokenizerSpec, device: Device) -> Result<TokenizerModel, NetError> {
+    let mut c = tokenizer_config(spec);
     c.kmeans_init = false;
     let mut vs = VarStore::new(device);
     let net = Vqnsp::new(&vs.root(), &c);

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use labramd::card::ModelCard;
 use serde_json::Value;
 
-use super::config::{expand_subjects, RunConfig, Variant};
+use super::config::{RunConfig, StageConfig, StageName, Variant};
 use crate::data::Meta;
 use crate::export::{self, ExportRequest, GraphOptions};
 
@@ -19,6 +19,8 @@ use crate::export::{self, ExportRequest, GraphOptions};
 pub enum PublishError {
     #[error("{path}: {message}")]
     Read { path: PathBuf, message: String },
+    #[error("only a fine-tuning run makes a classifier to export; this run is `{}`", .0.command())]
+    NotFinetune(StageName),
     #[error("only the official sizes export to ONNX (model.variant is {0:?}); fine-tune a base, large or huge model")]
     Variant(Variant),
     #[error(transparent)]
@@ -34,16 +36,16 @@ fn read(path: &Path) -> Result<String, PublishError> {
     })
 }
 
-/// The subjects of a split as written in the run file, or the dataset's own list.
-fn split_text(cfg_list: &[String], meta: &Meta, split: &str) -> String {
-    let listed = expand_subjects(cfg_list).unwrap_or_default();
+/// The subjects of a split as the run file lists them, or the dataset's own list
+/// (none when the dataset has no such split).
+fn split_text(listed: &[String], meta: &Meta, split: &str) -> String {
     let subjects = if listed.is_empty() {
         meta.splits
             .get(split)
             .map(|s| s.subjects.clone())
             .unwrap_or_default()
     } else {
-        listed
+        listed.to_vec()
     };
     match (subjects.first(), subjects.last()) {
         (Some(a), Some(b)) if subjects.len() > 2 => {
@@ -62,7 +64,10 @@ pub fn export_run(
     output: &Path,
     train_command: &str,
 ) -> Result<ModelCard, PublishError> {
-    let arch = match cfg.model.variant {
+    let StageConfig::Finetune(ft) = &cfg.stage else {
+        return Err(PublishError::NotFinetune(cfg.stage.name()));
+    };
+    let arch = match cfg.variant {
         Variant::Base => "labram_base_patch200_200",
         Variant::Large => "labram_large_patch200_200",
         Variant::Huge => "labram_huge_patch200_200",
@@ -74,17 +79,14 @@ pub fn export_run(
             path: metrics_path.clone(),
             message: e.to_string(),
         })?;
-    let dataset = cfg.data.dataset.clone().unwrap_or_default();
-    let meta = Meta::load(&dataset).map_err(|e| PublishError::Read {
+    let dataset = &ft.data.path;
+    let meta = Meta::load(dataset).map_err(|e| PublishError::Read {
         path: dataset.clone(),
         message: e.to_string(),
     })?;
     let best = run_dir.join("best").join("model.safetensors");
-    let k = cfg
-        .model
-        .num_classes
-        .unwrap_or(meta.classes.len() as i64)
-        .max(1) as usize;
+    // At least 1, checked with the run file.
+    let k = ft.num_classes as usize;
     let req = ExportRequest {
         checkpoint: best.clone(),
         model: arch.into(),
@@ -118,9 +120,9 @@ pub fn export_run(
     ));
     p.split = Some(format!(
         "by subject: train {}; model selection on {}; test {}",
-        split_text(&cfg.data.train_subjects, &meta, "train"),
-        split_text(&cfg.data.val_subjects, &meta, "val"),
-        split_text(&cfg.data.test_subjects, &meta, "test"),
+        split_text(&ft.data.subjects.train, &meta, "train"),
+        split_text(&ft.data.subjects.val, &meta, "val"),
+        split_text(&ft.data.subjects.test, &meta, "test"),
     ));
     p.metrics = metrics["test"]
         .as_object()
@@ -141,7 +143,7 @@ pub fn export_run(
             b["metric"].as_str().unwrap_or("?"),
             b["epoch"].as_u64().map_or(0, |e| e + 1),
             cfg.train.seed,
-            if cfg.optim.balance_classes { ", class-balanced loss" } else { "" }
+            if ft.balance_classes { ", class-balanced loss" } else { "" }
         ));
     }
     card.save(&summary.card_path)

@@ -54,6 +54,10 @@ pub enum TrainError {
     NonFinite { value: f64, step: u64, epoch: usize },
     #[error("the checkpoint was written by `{found}`, not `{expected}`: resume it with `labram-trainer {found}`")]
     WrongStage { found: String, expected: String },
+    #[error("cannot write the run file out as YAML: {0}")]
+    ConfigYaml(#[source] serde_norway::Error),
+    #[error("cannot write metrics.json: {0}")]
+    MetricsJson(#[source] serde_json::Error),
     #[error("{0}")]
     Stage(StageError),
 }
@@ -188,7 +192,7 @@ pub fn train_step(
 /// The optimizer a run builds for a stage: AdamW with the recipe's betas/eps and the
 /// official groups (weight-decay exclusions, layer-wise LR decay when `layer_decay < 1`).
 pub fn build_optimizer(stage: &dyn Stage, cfg: &RunConfig) -> AdamW {
-    let recipe = cfg.recipe();
+    let recipe = cfg.recipe;
     let layer_decay = (recipe.layer_decay < 1.0).then(|| (stage.num_layers(), recipe.layer_decay));
     AdamW::new(
         stage.trainable(),
@@ -207,7 +211,7 @@ pub fn run(
     cfg: &RunConfig,
     opts: RunOptions,
 ) -> Result<Outcome, TrainError> {
-    let recipe = cfg.recipe();
+    let recipe = cfg.recipe;
     let run_dir = opts.run_dir.clone();
     std::fs::create_dir_all(&run_dir).map_err(io_err(&run_dir))?;
     let n = stage.train_len();
@@ -247,16 +251,19 @@ pub fn run(
     .table()?;
 
     let mut opt = build_optimizer(stage, cfg);
-    let (select, lower) = cfg.select_metric();
+    let (select, lower) = (
+        cfg.train.select.name.clone(),
+        cfg.train.select.lower_is_better,
+    );
 
     let (mut epoch, mut start_step, mut global_step, mut best) = (0usize, 0usize, 0u64, None);
     let mut resumed_loss = None;
     let mut logbook;
     if let Some(l) = &opts.resume {
-        if l.state.stage != cfg.stage {
+        if l.state.stage != cfg.stage.name() {
             return Err(TrainError::WrongStage {
                 found: l.state.stage.command().into(),
-                expected: cfg.stage.command().into(),
+                expected: cfg.stage.name().command().into(),
             });
         }
         state::load_into(stage.var_store(), &l.model, &l.dir)?;
@@ -295,7 +302,7 @@ pub fn run(
     } else {
         logbook = Logbook::open(&run_dir, None).map_err(io_err(&run_dir))?;
         let cp = run_dir.join("config.yaml");
-        let yaml = serde_norway::to_string(cfg).unwrap_or_default();
+        let yaml = serde_norway::to_string(cfg).map_err(TrainError::ConfigYaml)?;
         std::fs::write(&cp, yaml).map_err(io_err(&cp))?;
         logbook
             .record(
@@ -322,7 +329,7 @@ pub fn run(
         let (tensors, steps) = opt.state();
         let st = RunState {
             format: FORMAT,
-            stage: cfg.stage,
+            stage: cfg.stage.name(),
             epoch,
             step_in_epoch,
             global_step,
@@ -491,7 +498,7 @@ pub fn run(
     // Leave the model as trained (final weights), whatever the test used.
     state::load_into(stage.var_store(), &final_weights, &run_dir)?;
     let metrics = json!({
-        "stage": cfg.stage.command(),
+        "stage": cfg.stage.name().command(),
         "epochs": epochs,
         "steps": global_step,
         "select_metric": select,
@@ -501,11 +508,8 @@ pub fn run(
         "final_weights": format!("checkpoints/epoch-{epochs:04}/model.safetensors"),
     });
     let mp = run_dir.join("metrics.json");
-    std::fs::write(
-        &mp,
-        serde_json::to_string_pretty(&metrics).unwrap_or_default(),
-    )
-    .map_err(io_err(&mp))?;
+    let text = serde_json::to_string_pretty(&metrics).map_err(TrainError::MetricsJson)?;
+    std::fs::write(&mp, text).map_err(io_err(&mp))?;
     if opts.plots {
         if let Err(e) = super::plots::plot_run(&run_dir) {
             tracing::warn!("plots not drawn: {e}");
@@ -517,7 +521,7 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::config::RunConfig;
+    use crate::train::config::{RunConfig, StageName};
     use tch::{nn, nn::Module, Device, Kind};
 
     /// A small MLP with dropout on synthetic data: exercises the data order, the torch
@@ -590,7 +594,7 @@ mod tests {
              train: {{epochs: 3, batch_size: 8, seed: 5, save_every: 2, select_metric: accuracy, output_dir: {}}}\n",
             dir.display()
         );
-        RunConfig::from_yaml(&y, Path::new("t.yaml")).unwrap()
+        RunConfig::parse(&y, Path::new("t.yaml"), StageName::Finetune).unwrap()
     }
 
     fn weights(dir: &Path) -> Vec<u8> {

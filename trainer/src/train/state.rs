@@ -96,6 +96,7 @@ pub struct RunState {
     pub best: Option<Best>,
     /// Why this checkpoint was written: `epoch`, `interrupted` or `final`.
     pub reason: String,
+    /// The run file with every default written out; checked again when read.
     pub config: RunConfig,
 }
 
@@ -268,9 +269,10 @@ mod tests {
     use crate::train::config::RunConfig;
 
     fn cfg() -> RunConfig {
-        RunConfig::from_yaml(
+        RunConfig::parse(
             "stage: finetune\nmodel: {variant: tiny, num_classes: 2}\ndata: {dataset: d, train_subjects: [a]}\ntrain: {output_dir: o}\n",
             Path::new("t.yaml"),
+            StageName::Finetune,
         )
         .unwrap()
     }
@@ -312,7 +314,11 @@ mod tests {
             state.epoch_loss_sum = sum;
             save(tmp.path(), &format!("s{i}"), &vs, &[], &state).unwrap();
             let back = load(tmp.path()).unwrap().state.epoch_loss_sum;
-            assert_eq!(back.to_bits(), sum.to_bits(), "{sum:?} came back as {back:?}");
+            assert_eq!(
+                back.to_bits(),
+                sum.to_bits(),
+                "{sum:?} came back as {back:?}"
+            );
         }
     }
 

@@ -42,6 +42,15 @@ enum Source {
     Memory { data: Vec<f32>, n: usize },
 }
 
+/// Store windows of one electrode list, gathered before they become a [`Group`].
+struct StoreGroup {
+    channels: Vec<String>,
+    input_chans: Vec<i64>,
+    /// `[n, C, P, 200]` µV.
+    data: Vec<f32>,
+    n: usize,
+}
+
 /// Windows sharing one electrode list and patch count.
 pub struct Group {
     pub channels: Vec<String>,
@@ -94,16 +103,25 @@ impl WindowSet {
         }
     }
 
-    /// Windows `rows` of an open dataset, labelled (`labelled`) or not.
-    pub fn from_dataset(ds: Arc<Dataset>, rows: Vec<usize>, labelled: bool) -> WindowSet {
+    /// Windows `rows` of an open dataset, labelled (`labelled`) or not. A dataset with
+    /// an electrode outside the model's list is refused (the model cannot embed it).
+    pub fn from_dataset(
+        ds: Arc<Dataset>,
+        rows: Vec<usize>,
+        labelled: bool,
+    ) -> Result<WindowSet, WindowError> {
         let labels = rows
             .iter()
             .map(|&r| labelled.then(|| ds.labels()[r]))
             .collect();
         let channels = ds.channels().to_vec();
-        let input_chans = labramd::electrodes::input_chans(&channels).unwrap_or_default();
+        let input_chans =
+            labramd::electrodes::input_chans(&channels).map_err(|e| WindowError::Dataset {
+                path: ds.dir().to_path_buf(),
+                message: e.to_string(),
+            })?;
         let patches = ds.window_shape()[1];
-        WindowSet::new(
+        Ok(WindowSet::new(
             vec![Group {
                 channels,
                 input_chans,
@@ -111,7 +129,7 @@ impl WindowSet {
                 source: Source::Dataset { ds, rows },
             }],
             labels,
-        )
+        ))
     }
 
     /// Unlabelled windows of `patches` patches cut one after another from every
@@ -121,7 +139,7 @@ impl WindowSet {
         paths: &[PathBuf],
         patches: usize,
     ) -> Result<(WindowSet, Vec<String>), WindowError> {
-        let mut groups: Vec<(Vec<String>, Vec<f32>, usize)> = Vec::new();
+        let mut groups: Vec<StoreGroup> = Vec::new();
         let mut skipped = Vec::new();
         let len = patches * 200;
         for path in paths {
@@ -139,10 +157,13 @@ impl WindowSet {
                     ));
                     continue;
                 }
-                if let Err(e) = labramd::electrodes::input_chans(&r.channels) {
-                    skipped.push(format!("{}:{} ({e})", path.display(), r.name));
-                    continue;
-                }
+                let input_chans = match labramd::electrodes::input_chans(&r.channels) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        skipped.push(format!("{}:{} ({e})", path.display(), r.name));
+                        continue;
+                    }
+                };
                 let samples = r.data.first().map_or(0, Vec::len);
                 let n = samples / len;
                 if n == 0 {
@@ -153,29 +174,37 @@ impl WindowSet {
                     ));
                     continue;
                 }
-                let gi = match groups.iter().position(|g| g.0 == r.channels) {
+                let gi = match groups.iter().position(|g| g.channels == r.channels) {
                     Some(i) => i,
                     None => {
-                        groups.push((r.channels.clone(), Vec::new(), 0));
+                        groups.push(StoreGroup {
+                            channels: r.channels.clone(),
+                            input_chans,
+                            data: Vec::new(),
+                            n: 0,
+                        });
                         groups.len() - 1
                     }
                 };
                 let g = &mut groups[gi];
                 for w in 0..n {
                     for ch in &r.data {
-                        g.1.extend_from_slice(&ch[w * len..(w + 1) * len]);
+                        g.data.extend_from_slice(&ch[w * len..(w + 1) * len]);
                     }
                 }
-                g.2 += n;
+                g.n += n;
             }
         }
         let groups: Vec<Group> = groups
             .into_iter()
-            .map(|(channels, data, n)| Group {
-                input_chans: labramd::electrodes::input_chans(&channels).unwrap_or_default(),
-                channels,
+            .map(|g| Group {
+                channels: g.channels,
+                input_chans: g.input_chans,
                 patches,
-                source: Source::Memory { data, n },
+                source: Source::Memory {
+                    data: g.data,
+                    n: g.n,
+                },
             })
             .collect();
         let total: usize = groups.iter().map(Group::len).sum();
@@ -407,7 +436,7 @@ pub fn open_splits(
             continue;
         }
         let labelled = k > 0 || labelled_train;
-        sets.push(Some(WindowSet::from_dataset(ds.clone(), rows, labelled)));
+        sets.push(Some(WindowSet::from_dataset(ds.clone(), rows, labelled)?));
     }
     let mut it = sets.into_iter();
     let train = it.next().flatten().ok_or_else(|| WindowError::Empty {
