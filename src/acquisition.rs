@@ -18,7 +18,7 @@
 //! [`TimestampFilter`] therefore fits the timestamps against the sample count (a
 //! recursive least-squares line with liblsl's 90-s half-life) and a gap is what a
 //! real outage is: samples missing against that line, i.e. a timestamp further from
-//! the line than two sample periods, `input.gap_tolerance_s` and four times the
+//! the line than two sample periods, `input.gap_tolerance_s` and six times the
 //! measured mean jitter. The number of missing samples travels with the gap marker,
 //! so the window stage can count every hop point the outage swallowed.
 //!
@@ -176,9 +176,17 @@ pub const JITTER_PRIOR_S: f64 = 0.025;
 pub const JITTER_TAU_S: f64 = 10.0;
 /// A timestamp further from the regression line than this many times the mean
 /// absolute jitter (plus two sample periods and `input.gap_tolerance_s`) is a gap.
-/// Four times the mean absolute deviation is about five standard deviations of
-/// Gaussian jitter, and twice the largest deviation of uniform jitter.
-pub const JITTER_FACTOR: f64 = 4.0;
+/// Six times the mean absolute deviation is about 7.5 standard deviations of
+/// Gaussian jitter and three times the largest deviation of uniform jitter. A
+/// simulation of the stream (0-40 ms uniform delay, 120 s) found the largest
+/// residual at 0.8 mean deviations above the fixed part; with 1 % of chunks delayed
+/// by a further exponential 30 ms, factor 4 took 7-19 such spikes for gaps, factor 6
+/// 4-8 (a spike that long cannot be told from a short outage as it arrives).
+pub const JITTER_FACTOR: f64 = 6.0;
+/// Longest stretch of missing input a single gap reports (a day): a larger jump is a
+/// clock fault rather than an outage, and counting it in full could overflow the
+/// hop grid's frame counter.
+pub const MAX_MISSING_S: f64 = 86_400.0;
 /// The line's origin moves to the newest sample every this many seconds of input,
 /// so the regression's sample index stays small (the fit is unchanged).
 const REBASE_S: f64 = 600.0;
@@ -190,7 +198,8 @@ pub struct Jump {
     /// (dejitter), or from the previous timestamp (without dejitter), in seconds;
     /// negative when it went backwards.
     pub jump_s: f64,
-    /// Samples missing before this one according to the timestamps (0 backwards).
+    /// Samples missing before this one according to the timestamps (0 backwards,
+    /// at most [`MAX_MISSING_S`] worth).
     pub missing_frames: u64,
 }
 
@@ -274,7 +283,7 @@ impl Line {
 /// sample periods plus `input.gap_tolerance_s`, or backwards beyond the tolerance:
 /// right for sources whose timestamps are exact, wrong for push-stamped ones.
 ///
-/// Limit: a real gap shorter than about four times the delivery jitter cannot be
+/// Limit: a real gap shorter than about six times the mean delivery jitter cannot be
 /// told from jitter by timestamps and goes undetected (the line absorbs it).
 #[derive(Debug, Clone)]
 pub struct TimestampFilter {
@@ -341,7 +350,7 @@ impl TimestampFilter {
                         let skip = (e * self.rate).round();
                         jump = Some(Jump {
                             jump_s: e,
-                            missing_frames: skip.max(0.0) as u64,
+                            missing_frames: skip.clamp(0.0, MAX_MISSING_S * self.rate) as u64,
                         });
                         // The samples after the gap start a new line with the
                         // fitted slope; only the intercept is learnt again.
@@ -362,7 +371,9 @@ impl TimestampFilter {
             if dt > base_limit || dt < -self.gap_tolerance_s {
                 jump = Some(Jump {
                     jump_s: dt,
-                    missing_frames: ((dt * self.rate).round() - 1.0).max(0.0) as u64,
+                    missing_frames: ((dt * self.rate).round() - 1.0)
+                        .clamp(0.0, MAX_MISSING_S * self.rate)
+                        as u64,
                 });
             }
         }
@@ -989,6 +1000,14 @@ mod tests {
         }
         assert!(worst < 5e-4, "{worst}");
         assert!((f.fitted_period_s().unwrap() * true_rate - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn absurd_jumps_are_capped() {
+        let mut f = TimestampFilter::new(TimestampProcessing::ALL, 1000.0, 0.01);
+        f.process(1.0, 0.0);
+        let (_, j) = f.process(1e12, 0.0);
+        assert_eq!(j.map(|j| j.missing_frames), Some(86_400_000));
     }
 
     #[test]

@@ -804,6 +804,7 @@ metrics: {listen: "127.0.0.1:9464"}
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
         let demo = Config::load(&dir.join("demo.yaml")).unwrap();
         assert_eq!(demo.input.name.as_deref(), Some("labramd-demo"));
+        assert_eq!(demo.input.timestamps, TimestampProcessing::ALL);
         assert_eq!(
             demo.model.path,
             PathBuf::from("models/labram-base-eegmat.onnx")

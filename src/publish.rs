@@ -133,11 +133,18 @@ impl Publisher {
     }
 
     /// Pushes one prediction (and its marker) stamped `timestamp` (LSL local clock).
+    /// An error means the prediction was not published (the caller counts the
+    /// window as dropped, `publish_error`); a failed marker push after a published
+    /// prediction is logged here and does not make the window unpublished.
     pub fn push(&mut self, probs: &[f32], timestamp: f64) -> Result<(), lsl::Error> {
         self.sample[..self.n_classes].copy_from_slice(&probs[..self.n_classes]);
         self.outlet.push_sample_ex(&self.sample, timestamp, true)?;
         if let Some(m) = &self.markers {
-            m.push_sample_ex(&self.marker_samples[winner(probs)], timestamp, true)?;
+            if let Err(e) = m.push_sample_ex(&self.marker_samples[winner(probs)], timestamp, true) {
+                tracing::error!(
+                    "cannot push the marker of the prediction at {timestamp:.3}: {e:?}"
+                );
+            }
         }
         Ok(())
     }

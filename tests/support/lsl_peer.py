@@ -5,6 +5,11 @@ outlet: streams an excerpt of an EDF recording in real time as a float32 LSL out
         t0 + i/fs, optional NaN injection and an optional outage (outlet destroyed, then
         recreated with the same name and source_id). Writes what it did to --out (JSON).
 inlet:  resolves a prediction stream and records every sample and timestamp to --out (JSON).
+jitter: a push-stamped amplifier (issue 14): noise at --rate in --chunk-sample chunks, each chunk
+        pushed --jitter-s of uniform random delay after it is complete and stamped with the
+        push time (liblsl back-dates the chunk's other samples), optionally with an outage (no
+        samples, no pushes) of --outage-s from --outage-at-s on; the timestamps after it reflect
+        the outage. Writes what it did to --out (JSON).
 
   python lsl_peer.py outlet --edf F --name N --start-s 10 --seconds 12 --out o.json
   python lsl_peer.py inlet --name N --out i.json
@@ -112,6 +117,46 @@ def synthetic_cmd(a):
     while pylsl.local_clock() < t_end:
         outlet.push_chunk(rng.standard_normal((10, len(labels))).astype(np.float32))
         time.sleep(10 / a.rate)
+
+
+def jitter_cmd(a):
+    import random
+
+    labels = a.labels.split(",")
+    outlet = make_outlet(a.name, labels, ["uV"] * len(labels), a.rate, f"{a.name}-src")
+    ok = outlet.wait_for_consumers(a.wait_s)
+    log(f"jitter: consumers {ok}")
+    time.sleep(0.5)
+    rng = np.random.default_rng(a.seed)
+    delays = random.Random(a.seed)
+    n_chunks = int(round(a.seconds * a.rate)) // a.chunk
+    pause = int(round(a.outage_at_s * a.rate)) // a.chunk if a.outage_at_s is not None else None
+    t0 = pylsl.local_clock()
+    last, stamps, late = 0.0, [], 0.0
+    for k in range(n_chunks):
+        if k == pause:
+            if a.outage_file:
+                open(a.outage_file, "w").write("outage")
+            log(f"outage: no samples for {a.outage_s} s")
+        shift = a.outage_s if pause is not None and k >= pause else 0.0
+        ready = t0 + shift + (k + 1) * a.chunk / a.rate
+        due = max(ready + delays.uniform(0.0, a.jitter_s), last)
+        wait = due - pylsl.local_clock()
+        if wait > 0:
+            time.sleep(wait)
+        stamp = pylsl.local_clock()
+        late = max(late, stamp - due)
+        x = (rng.standard_normal((a.chunk, len(labels))) * 10.0).astype(np.float32)
+        outlet.push_chunk(x, stamp)
+        last = stamp
+        stamps.append(stamp)
+    if a.done_file:
+        open(a.done_file, "w").write("done")
+    log(f"pushed {n_chunks} chunks; latest push {late * 1e3:.1f} ms after its due time")
+    time.sleep(1.5)  # keep the outlet alive so the tail is delivered
+    del outlet
+    json.dump(dict(labels=labels, rate=a.rate, chunk=a.chunk, t0=t0, n_chunks=n_chunks, pause_chunk=pause,
+                   outage_s=a.outage_s, push_stamps=stamps, max_late_s=late), open(a.out, "w"), indent=1)
 
 
 def edf_values_cmd(a):
@@ -223,6 +268,20 @@ def main():
     y.add_argument("--unit", default="uV")
     y.add_argument("--rate", type=float, default=250.0)
     y.add_argument("--seconds", type=float, default=30.0)
+    j = sub.add_parser("jitter")
+    j.add_argument("--name", required=True)
+    j.add_argument("--labels", required=True)
+    j.add_argument("--rate", type=float, default=500.0)
+    j.add_argument("--chunk", type=int, default=10)
+    j.add_argument("--jitter-s", type=float, default=0.04)
+    j.add_argument("--seconds", type=float, default=120.0, help="of samples (the outage not included)")
+    j.add_argument("--outage-at-s", type=float, default=None)
+    j.add_argument("--outage-s", type=float, default=2.0)
+    j.add_argument("--outage-file", default=None, help="created when the outage starts")
+    j.add_argument("--done-file", default=None)
+    j.add_argument("--wait-s", type=float, default=60.0)
+    j.add_argument("--seed", type=int, default=14)
+    j.add_argument("--out", required=True)
     e = sub.add_parser("edf-values")
     e.add_argument("--edf", required=True)
     e.add_argument("--n", type=int, default=1000)
@@ -232,7 +291,7 @@ def main():
     w.add_argument("--out", required=True)
     a = ap.parse_args()
     cmds = {"outlet": outlet_cmd, "inlet": inlet_cmd, "synthetic": synthetic_cmd, "edf-values": edf_values_cmd,
-            "write-edf": write_edf_cmd}
+            "write-edf": write_edf_cmd, "jitter": jitter_cmd}
     cmds[a.cmd](a)
 
 
