@@ -52,44 +52,7 @@ pub struct BaselineResult {
 /// Feature rows and their labels.
 type Features = (Vec<Vec<f64>>, Vec<usize>);
 
-/// Standardisation fitted on the training rows.
-#[derive(Debug, Clone)]
-pub struct Standardizer {
-    mean: Vec<f64>,
-    std: Vec<f64>,
-}
-
-impl Standardizer {
-    pub fn fit(rows: &[Vec<f64>]) -> Self {
-        let d = rows.first().map_or(0, Vec::len);
-        let n = rows.len().max(1) as f64;
-        let mut mean = vec![0.0; d];
-        for r in rows {
-            for (m, v) in mean.iter_mut().zip(r) {
-                *m += v / n;
-            }
-        }
-        let mut var = vec![0.0; d];
-        for r in rows {
-            for ((s, v), m) in var.iter_mut().zip(r).zip(&mean) {
-                *s += (v - m) * (v - m) / n;
-            }
-        }
-        let std = var
-            .into_iter()
-            .map(|v| if v > 1e-24 { v.sqrt() } else { 1.0 })
-            .collect();
-        Self { mean, std }
-    }
-
-    pub fn apply(&self, rows: &mut [Vec<f64>]) {
-        for r in rows {
-            for ((v, m), s) in r.iter_mut().zip(&self.mean).zip(&self.std) {
-                *v = (*v - m) / s;
-            }
-        }
-    }
-}
+pub use labram_core::adapt::standardize::Standardizer;
 
 /// Band-power features of the windows `indices` of `ds`, in parallel.
 pub fn features(ds: &Dataset, indices: &[usize]) -> Result<Vec<Vec<f64>>, FormatError> {

@@ -1,6 +1,8 @@
-//! Band-power features of the classical baseline: for every channel, the log
-//! absolute power and the relative power in the five classic EEG bands, from a
-//! Welch power spectral density.
+//! Band-power features: for every channel, the log absolute power (and, for the
+//! dataset baseline, the relative power) in five EEG bands, from a Welch power
+//! spectral density. Two band sets: [`BANDS`] (the dataset baseline of
+//! `labram-trainer evaluate --dataset --baseline`) and [`ADAPTATION_BANDS`]
+//! (`../shared/bench/adaptation.py`, the reference of the session protocols).
 //!
 //! Welch as `scipy.signal.welch` computes it with `window="hann"` (periodic),
 //! `detrend="constant"`, 50 % overlap and a 2-s segment (0.5 Hz bins, so the
@@ -12,9 +14,21 @@ use std::sync::Arc;
 
 use rustfft::{num_complex::Complex, Fft, FftPlanner};
 
-/// The bands, `[low, high)` in Hz (the last one closed: 30–45 Hz).
-pub const BANDS: [(&str, f64, f64); 5] = [
+/// A band: name, `[low, high)` in Hz.
+pub type Band = (&'static str, f64, f64);
+
+/// The dataset baseline's bands, `[low, high)` in Hz (the last one closed: 30–45 Hz).
+pub const BANDS: [Band; 5] = [
     ("delta", 0.5, 4.0),
+    ("theta", 4.0, 8.0),
+    ("alpha", 8.0, 13.0),
+    ("beta", 13.0, 30.0),
+    ("gamma", 30.0, 45.0),
+];
+
+/// The bands of `adaptation.py` (`(f >= lo) & (f < hi)`, every band half-open).
+pub const ADAPTATION_BANDS: [Band; 5] = [
+    ("delta", 1.0, 4.0),
     ("theta", 4.0, 8.0),
     ("alpha", 8.0, 13.0),
     ("beta", 13.0, 30.0),
@@ -44,8 +58,15 @@ pub struct BandPower {
 }
 
 impl BandPower {
-    /// For windows of `samples` samples at `rate_hz`.
+    /// For windows of `samples` samples at `rate_hz`, with the dataset
+    /// baseline's [`BANDS`] (the last band closed).
     pub fn new(samples: usize, rate_hz: f64) -> Self {
+        Self::with_bands(samples, rate_hz, &BANDS, true)
+    }
+
+    /// For windows of `samples` samples at `rate_hz`, with `bands`, each
+    /// `[low, high)` except the last when `last_closed`.
+    pub fn with_bands(samples: usize, rate_hz: f64, bands: &[Band], last_closed: bool) -> Self {
         let seg = (2.0 * rate_hz).round() as usize;
         let nperseg = seg.min(samples).max(2);
         let step = (nperseg / 2).max(1);
@@ -56,13 +77,13 @@ impl BandPower {
         let scale = 1.0 / (rate_hz * window.iter().map(|w| w * w).sum::<f64>());
         let df = rate_hz / nperseg as f64;
         let n_bins = nperseg / 2 + 1;
-        let bins = BANDS
+        let bins = bands
             .iter()
             .enumerate()
             .map(|(k, &(_, lo, hi))| {
                 let first = (lo / df - 1e-9).ceil().max(0.0) as usize;
-                let last_closed = k == BANDS.len() - 1;
-                let end = if last_closed {
+                let closed = last_closed && k == bands.len() - 1;
+                let end = if closed {
                     (hi / df + 1e-9).floor() as usize + 1
                 } else {
                     (hi / df - 1e-9).ceil() as usize
@@ -121,15 +142,33 @@ impl BandPower {
         }
     }
 
+    /// Number of bands.
+    pub fn bands(&self) -> usize {
+        self.bins.len()
+    }
+
     /// Absolute power per band (µV²) of one channel.
-    pub fn band_powers(&mut self, x: &[f32]) -> [f64; 5] {
+    pub fn band_powers(&mut self, x: &[f32]) -> Vec<f64> {
         self.welch(x);
         let df = self.resolution_hz();
-        let mut out = [0.0; 5];
-        for (o, &(a, b)) in out.iter_mut().zip(&self.bins) {
-            *o = self.psd[a..b].iter().sum::<f64>() * df;
+        self.bins
+            .iter()
+            .map(|&(a, b)| self.psd[a..b].iter().sum::<f64>() * df)
+            .collect()
+    }
+
+    /// Log band power of every channel of a channel-major window, channel by
+    /// channel: `adaptation.py`'s feature up to a constant (it takes the log of
+    /// the summed PSD, we of the power = sum × bin width; standardisation and
+    /// re-centring remove that constant `ln 0.5`).
+    pub fn log_features(&mut self, window: &[f32], channels: usize, out: &mut Vec<f64>) {
+        if channels == 0 {
+            return;
         }
-        out
+        for row in window.chunks_exact(window.len() / channels) {
+            let p = self.band_powers(row);
+            out.extend(p.iter().map(|&v| v.max(POWER_FLOOR).ln()));
+        }
     }
 
     /// Appends the features of one channel: `ln(power)` for the five bands,
