@@ -30,6 +30,8 @@ enum Command {
     Finetune(cmd::train::Args),
     /// Evaluate an exported model on labelled recordings or a dataset.
     Evaluate(cmd::evaluate::Args),
+    /// Leave-people-out cross-validation of the session adaptation protocols.
+    CrossValidate(cmd::cross_validate::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -50,5 +52,6 @@ fn main() -> anyhow::Result<()> {
         Command::Pretrain(a) => cmd::train::run(cmd::train::Stage::Pretrain, a),
         Command::Finetune(a) => cmd::train::run(cmd::train::Stage::Finetune, a),
         Command::Evaluate(a) => cmd::evaluate::run(a),
+        Command::CrossValidate(a) => cmd::cross_validate::run(a),
     }
 }

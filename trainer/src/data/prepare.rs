@@ -151,15 +151,26 @@ pub fn read_events(path: &Path) -> Result<Vec<Event>, SkipReason> {
     reader::read(path, &[], true).map(|(_, ev)| ev)
 }
 
-/// Reads, selects and preprocesses one recording.
+/// Selected channels of a recording, before preprocessing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Raw {
+    /// Electrode names, row order.
+    pub channels: Vec<&'static str>,
+    /// `[channels][samples]` µV at the input rate.
+    pub signals: Vec<Vec<f32>>,
+    pub rate_hz: f64,
+    pub events: Vec<Event>,
+}
+
+/// Reads and selects the channels of one recording, unpreprocessed (sessions
+/// concatenate several files before the causal chain, as a stream would).
 /// `events`: also read the EDF+ annotations (a second pass over the file).
-pub fn prepare(
+pub fn read_raw(
     path: &Path,
     overrides: &BTreeMap<String, String>,
     want: &Channels,
-    pre: &Preprocessing,
     events: bool,
-) -> Result<Prepared, SkipReason> {
+) -> Result<Raw, SkipReason> {
     let (header, file_rows) = reader::header(path)?;
     let chosen = choose_channels(&header.labels, overrides, want)?;
     let rate = header.rates_hz[chosen[0].0];
@@ -174,15 +185,33 @@ pub fn prepare(
     }
     let rows: Vec<usize> = chosen.iter().map(|(i, _)| file_rows[*i]).collect();
     let (signals, events) = reader::read(path, &rows, events)?;
-    let input_samples = signals.first().map_or(0, Vec::len);
-    let data = labramd::dsp::preprocess(&signals, rate, pre)
+    Ok(Raw {
+        channels: chosen.iter().map(|(_, e)| *e).collect(),
+        signals,
+        rate_hz: rate,
+        events,
+    })
+}
+
+/// Reads, selects and preprocesses one recording.
+/// `events`: also read the EDF+ annotations (a second pass over the file).
+pub fn prepare(
+    path: &Path,
+    overrides: &BTreeMap<String, String>,
+    want: &Channels,
+    pre: &Preprocessing,
+    events: bool,
+) -> Result<Prepared, SkipReason> {
+    let raw = read_raw(path, overrides, want, events)?;
+    let input_samples = raw.signals.first().map_or(0, Vec::len);
+    let data = labramd::dsp::preprocess(&raw.signals, raw.rate_hz, pre)
         .map_err(|e| SkipReason::new("preprocessing", e.to_string()))?;
     Ok(Prepared {
-        channels: chosen.iter().map(|(_, e)| *e).collect(),
+        channels: raw.channels,
         data,
-        input_rate_hz: rate,
+        input_rate_hz: raw.rate_hz,
         input_samples,
-        events,
+        events: raw.events,
     })
 }
 

@@ -1,0 +1,275 @@
+//! `labram-trainer evaluate --session ...`: whole sessions under an adaptation
+//! protocol (`labram_core::adapt`), as the daemon will run them. Also the
+//! options `cross-validate` shares with it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use labram_core::adapt::Mode;
+use labram_trainer::data::makers::EEGMAT_CHANNELS;
+use labram_trainer::data::split::SubjectSet;
+use labram_trainer::eval::logits::ModelLogits;
+use labram_trainer::eval::model;
+use labram_trainer::eval::people::{self, FeatureKind, Person};
+use labram_trainer::eval::sessions::{self, Layout, ProtocolOptions, Scores, SessionFeatures};
+use labramd::card::{ModelCard, Preprocessing, PATCH_SIZE, SAMPLE_RATE_HZ};
+
+/// How sessions are windowed and what a protocol may learn from; shared by
+/// `evaluate --session` and `cross-validate`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ProtocolArgs {
+    /// Seconds of unlabelled rest at the start of each session that `baseline`
+    /// learns each person's feature means from; must fit in the rest holdout.
+    #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
+    pub baseline_s: f64,
+    /// Seconds at the start of each file that a protocol may learn from
+    /// (`baseline`: the rest span; `calibration`: both spans, labelled); the
+    /// windows after them are scored, the same under every protocol.
+    #[arg(
+        long,
+        default_value = "rest=60,arithmetic=20",
+        value_name = "CLASS=S,..."
+    )]
+    pub holdout: String,
+    /// Feature sets to evaluate, comma-separated: `bandpower` (log band power
+    /// per channel, the classical baseline), `logits` (the model's), `both`.
+    /// Default: `logits,bandpower` with --model, else `bandpower`.
+    #[arg(long, value_delimiter = ',', value_name = "SET,...")]
+    pub features: Vec<FeatureKind>,
+    /// Window length in seconds (default: the model card's, else 4).
+    #[arg(long, value_name = "SECONDS")]
+    pub window_s: Option<f64>,
+    /// Hop between windows in seconds (default: the window length, i.e.
+    /// non-overlapping windows as adaptation.py cuts them).
+    #[arg(long, value_name = "SECONDS")]
+    pub hop_s: Option<f64>,
+    /// Class names without a model, in label order.
+    #[arg(long, value_delimiter = ',', default_value = "rest,arithmetic")]
+    pub classes: Vec<String>,
+    /// Electrodes without a model, in order (default: eegmat's 19).
+    #[arg(long, value_delimiter = ',')]
+    pub channels: Option<Vec<String>>,
+}
+
+/// `evaluate --session`: the options only it has.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SessionArgs {
+    /// A session: one person's recordings in order, `CLASS=FILE,CLASS=FILE`
+    /// (e.g. rest=Subject25_1.edf,arithmetic=Subject25_2.edf); repeatable.
+    /// Streamed through the daemon's causal chain and window grid; scored
+    /// under --adaptation.
+    #[arg(long = "session", value_name = "CLASS=FILE,...", conflicts_with_all = ["recordings", "dataset"])]
+    pub sessions: Vec<String>,
+    /// Adaptation protocol: none | baseline | calibration.
+    #[arg(long, default_value = "none", value_parser = parse_mode, value_name = "MODE")]
+    pub adaptation: Mode,
+    /// Training people for the heads that `none` and `baseline` train on
+    /// others (band power; the model's logits under `baseline`), as sessions;
+    /// repeatable.
+    #[arg(long = "train-session", value_name = "CLASS=FILE,...")]
+    pub train_sessions: Vec<String>,
+    /// Training people from an eegmat folder (SubjectNN_1 rest, _2 arithmetic),
+    /// with --train-subjects.
+    #[arg(long, value_name = "DIR", requires = "train_subjects")]
+    pub train_eegmat: Option<PathBuf>,
+    /// Subjects of --train-eegmat, e.g. `0-21`.
+    #[arg(long, value_name = "RANGE", requires = "train_eegmat")]
+    pub train_subjects: Option<SubjectSet>,
+    #[command(flatten)]
+    pub protocol: ProtocolArgs,
+}
+
+fn parse_mode(s: &str) -> Result<Mode, String> {
+    s.parse()
+        .map_err(|e: labram_core::adapt::AdaptError| e.to_string())
+}
+
+/// Everything a run needs: the model (if any), classes, layout, feature sets.
+pub struct Setup {
+    pub model: Option<ModelLogits>,
+    pub layout: Layout,
+    pub kinds: Vec<FeatureKind>,
+    pub opts: ProtocolOptions,
+}
+
+/// Builds the layout from the model card (electrodes, window, preprocessing,
+/// classes) or from the flags when there is no model.
+pub fn setup(
+    p: &ProtocolArgs,
+    model_path: Option<&Path>,
+    threads: usize,
+    channel_map: BTreeMap<String, String>,
+) -> anyhow::Result<Setup> {
+    let model = match model_path {
+        Some(path) => {
+            let clf = model::load_model(path, threads.max(1))?;
+            if !clf.card().trained {
+                eprintln!(
+                    "warning: the card of {} says `trained: false`: its figures mean nothing",
+                    path.display()
+                );
+            }
+            Some(ModelLogits::new(clf, path))
+        }
+        None => None,
+    };
+    let card: Option<&ModelCard> = model.as_ref().map(|m| m.card());
+    let classes = card.map_or_else(|| p.classes.clone(), model::class_names);
+    let channels = match (card, &p.channels) {
+        (Some(c), _) => c.channels.clone(),
+        (None, Some(ch)) => ch.clone(),
+        (None, None) => EEGMAT_CHANNELS.iter().map(|s| s.to_string()).collect(),
+    };
+    let card_window_s = card.map(|c| (c.window_patches * PATCH_SIZE) as f64 / SAMPLE_RATE_HZ);
+    let window_s = match (card_window_s, p.window_s) {
+        (Some(c), Some(w)) if (c - w).abs() > 1e-9 => {
+            bail!(
+                "--window-s {w} differs from the model's {c}-s windows; leave it out with --model"
+            )
+        }
+        (Some(c), _) => c,
+        (None, w) => w.unwrap_or(4.0),
+    };
+    let window_len = (window_s * SAMPLE_RATE_HZ).round() as usize;
+    if window_len < 2 * PATCH_SIZE {
+        bail!("--window-s {window_s} is too short for band power (2-s Welch segments); use at least 2");
+    }
+    let hop_s = p.hop_s.unwrap_or(window_s);
+    if hop_s.is_nan() || hop_s <= 0.0 {
+        bail!("--hop-s {hop_s} must be > 0");
+    }
+    let holdout_s = sessions::parse_holdout(&p.holdout, &classes)?;
+    let kinds = if p.features.is_empty() {
+        if model.is_some() {
+            vec![FeatureKind::Logits, FeatureKind::Bandpower]
+        } else {
+            vec![FeatureKind::Bandpower]
+        }
+    } else {
+        p.features.clone()
+    };
+    if let Some(k) = kinds.iter().find(|k| k.needs_model() && model.is_none()) {
+        bail!("--features {} needs --model M.onnx", k.as_str());
+    }
+    let preprocessing = card.map_or_else(Preprocessing::default, |c| c.preprocessing.clone());
+    let opts = ProtocolOptions {
+        classes: classes.clone(),
+        baseline_s: p.baseline_s,
+        holdout_s: holdout_s.clone(),
+        window_s,
+    };
+    Ok(Setup {
+        model,
+        layout: Layout {
+            classes,
+            channels,
+            channel_map,
+            preprocessing,
+            window_len,
+            hop_s,
+            holdout_s,
+        },
+        kinds,
+        opts,
+    })
+}
+
+/// Runs `evaluate --session ...`.
+pub fn run(
+    a: &SessionArgs,
+    model_path: Option<&Path>,
+    threads: usize,
+    verbose: bool,
+    map: &[String],
+) -> anyhow::Result<()> {
+    let mut channel_map = BTreeMap::new();
+    for m in map {
+        let (l, e) = m
+            .split_once('=')
+            .with_context(|| format!("--map `{m}` is not LABEL=ELECTRODE"))?;
+        channel_map.insert(l.to_string(), e.to_string());
+    }
+    let mut s = setup(&a.protocol, model_path, threads, channel_map)?;
+    let classes = s.layout.classes.clone();
+    let parse = |v: &[String]| -> anyhow::Result<Vec<_>> {
+        v.iter()
+            .map(|x| Ok(sessions::parse_session(x, &classes)?))
+            .collect()
+    };
+    let test = parse(&a.sessions)?;
+    let mut train = parse(&a.train_sessions)?;
+    if let (Some(dir), Some(subjects)) = (&a.train_eegmat, &a.train_subjects) {
+        train.extend(people::eegmat_sessions(
+            dir,
+            subjects.0.iter().copied(),
+            &classes,
+        )?);
+    }
+    let test_people = people::load(&test, &s.layout, s.model.as_mut())?;
+    let train_people = people::load(&train, &s.layout, s.model.as_mut())?;
+    println!(
+        "adaptation: {} (baseline {} s; holdout {})",
+        a.adaptation, s.opts.baseline_s, a.protocol.holdout
+    );
+    let multi = s.kinds.len() > 1;
+    for &kind in &s.kinds {
+        let prefix = if multi {
+            format!("[{}] ", kind.as_str())
+        } else {
+            String::new()
+        };
+        let test_f = features_of(&test_people, kind)?;
+        let train_f = features_of(&train_people, kind)?;
+        let train_refs: Vec<&SessionFeatures> = train_f.iter().collect();
+        let test_refs: Vec<&SessionFeatures> = test_f.iter().collect();
+        let native = people::native_head(kind, s.model.as_ref());
+        let space = &test_f[0].space;
+        let pop =
+            sessions::population_for(a.adaptation, &train_refs, native.as_ref(), space, &s.opts)?;
+        let per = sessions::evaluate_protocol(&test_refs, pop.as_ref(), a.adaptation, &s.opts)
+            .with_context(|| format!("{} under {}", kind.as_str(), a.adaptation))?;
+        let mut all = Scores::default();
+        for (sf, sc) in test_f.iter().zip(&per) {
+            all.extend(sc);
+            if verbose {
+                println!("{prefix}session {}: {}", sf.name, one_line(sc));
+            }
+        }
+        println!("{prefix}windows: {}", all.labels.len());
+        println!("{prefix}balanced accuracy: {:.4}", all.balanced_accuracy()?);
+        match all.auroc() {
+            Some(r) => println!("{prefix}auroc: {:.4}", r?),
+            None => println!("{prefix}auroc: n/a (more than two classes)"),
+        }
+    }
+    Ok(())
+}
+
+/// The features of `kind` of every person.
+pub fn features_of(people: &[Person], kind: FeatureKind) -> anyhow::Result<Vec<SessionFeatures>> {
+    people
+        .iter()
+        .map(|p| {
+            p.features(kind)
+                .with_context(|| format!("--features {} needs --model", kind.as_str()))
+        })
+        .collect()
+}
+
+/// `windows N, balanced accuracy X, auroc Y` for one session (n/a where a
+/// metric is undefined, e.g. a session with one class).
+pub fn one_line(s: &Scores) -> String {
+    let ba = s
+        .balanced_accuracy()
+        .map_or_else(|e| format!("n/a ({e})"), |v| format!("{v:.4}"));
+    let auc = match s.auroc() {
+        Some(Ok(v)) => format!("{v:.4}"),
+        Some(Err(e)) => format!("n/a ({e})"),
+        None => "n/a".into(),
+    };
+    format!(
+        "windows {}, balanced accuracy {ba}, auroc {auc}",
+        s.labels.len()
+    )
+}
