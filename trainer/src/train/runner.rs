@@ -211,311 +211,466 @@ pub fn run(
     cfg: &RunConfig,
     opts: RunOptions,
 ) -> Result<Outcome, TrainError> {
-    let recipe = cfg.recipe;
-    let run_dir = opts.run_dir.clone();
-    std::fs::create_dir_all(&run_dir).map_err(io_err(&run_dir))?;
-    let n = stage.train_len();
-    let batch = recipe.batch_size;
-    let seed = cfg.train.seed;
-    if n < batch {
-        return Err(TrainError::TooFewSamples { samples: n, batch });
-    }
-    // The official train loaders drop the last incomplete batch.
-    let mut steps_per_epoch = stage.epoch_batches(seed, 0, batch).len();
-    if steps_per_epoch == 0 {
-        return Err(TrainError::TooFewSamples { samples: n, batch });
-    }
-    if let Some(m) = cfg.train.max_steps_per_epoch {
-        steps_per_epoch = steps_per_epoch.min(m.max(1));
-    }
-    let epochs = recipe.epochs;
-    let lr = Cosine {
-        base: recipe.lr,
-        final_value: recipe.min_lr,
-        epochs,
-        steps_per_epoch,
-        warmup_epochs: recipe.warmup_epochs,
-        start_warmup: recipe.warmup_lr,
-        warmup_steps: recipe.warmup_steps,
-    }
-    .table()?;
-    let wd = Cosine {
-        base: recipe.weight_decay,
-        final_value: recipe.weight_decay_end,
-        epochs,
-        steps_per_epoch,
-        warmup_epochs: 0,
-        start_warmup: 0.0,
-        warmup_steps: None,
-    }
-    .table()?;
-
-    let mut opt = build_optimizer(stage, cfg);
-    let (select, lower) = (
-        cfg.train.select.name.clone(),
-        cfg.train.select.lower_is_better,
-    );
-
-    let (mut epoch, mut start_step, mut global_step, mut best) = (0usize, 0usize, 0u64, None);
-    let mut resumed_loss = None;
-    let mut logbook;
-    if let Some(l) = &opts.resume {
-        if l.state.stage != cfg.stage.name() {
-            return Err(TrainError::WrongStage {
-                found: l.state.stage.command().into(),
-                expected: cfg.stage.name().command().into(),
-            });
+    let run_dir = opts.run_dir.as_path();
+    std::fs::create_dir_all(run_dir).map_err(io_err(run_dir))?;
+    let mut run = match &opts.resume {
+        Some(from) => Loop::resume_from(stage, cfg, run_dir, from)?,
+        None => Loop::start(stage, cfg, run_dir)?,
+    };
+    let interrupt = interrupt_flag();
+    let stop = |global_step: u64| {
+        interrupt.load(Ordering::SeqCst) || opts.stop_after_steps.is_some_and(|m| global_step >= m)
+    };
+    while !run.done() {
+        if let Some(checkpoint) = run.epoch(stop)? {
+            interrupt.store(false, Ordering::SeqCst);
+            return Ok(Outcome::Interrupted { checkpoint });
         }
-        state::load_into(stage.var_store(), &l.model, &l.dir)?;
-        opt.load_state(&l.optimizer, &l.state.optimizer_steps)
-            .map_err(|e| {
-                TrainError::State(StateError::NotACheckpoint {
-                    path: l.dir.clone(),
-                    why: e.to_string(),
-                })
-            })?;
-        epoch = l.state.epoch;
-        start_step = l.state.step_in_epoch;
-        global_step = l.state.global_step;
-        best = l.state.best.clone();
-        resumed_loss = Some((l.state.epoch_loss_sum, l.state.epoch_loss_count));
-        logbook = Logbook::open(&run_dir, Some(global_step)).map_err(io_err(&run_dir))?;
-        logbook
-            .record(
-                "event",
-                epoch,
-                global_step,
-                &[
-                    ("event", "resume".into()),
-                    ("from", l.dir.display().to_string().into()),
-                ],
-            )
-            .map_err(io_err(logbook.path()))?;
-        tracing::info!(
-            "resuming {} at epoch {}, step {} of {} (global step {})",
-            l.dir.display(),
-            epoch + 1,
-            start_step,
+        run.end_epoch(opts.plots)?;
+    }
+    run.finish(opts.plots)
+}
+
+/// How a run's torch and data randomness is derived, recorded in every checkpoint.
+const RNG_SCHEME: &str =
+    "data order: ChaCha8(seed, epoch); torch: manual_seed(f(seed, global step)) before every step";
+
+/// What stays fixed for a whole run: sizes, seed and the per-step schedules.
+struct Plan {
+    epochs: usize,
+    steps_per_epoch: usize,
+    batch: usize,
+    seed: u64,
+    clip: Option<f64>,
+    /// Learning rate and weight decay of every global step (the official engines set
+    /// them before each step).
+    lr: Vec<f64>,
+    wd: Vec<f64>,
+}
+
+impl Plan {
+    fn new(stage: &dyn Stage, cfg: &RunConfig) -> Result<Plan, TrainError> {
+        let recipe = &cfg.recipe;
+        let (n, batch, seed) = (stage.train_len(), recipe.batch_size, cfg.train.seed);
+        if n < batch {
+            return Err(TrainError::TooFewSamples { samples: n, batch });
+        }
+        // The official train loaders drop the last incomplete batch.
+        let mut steps_per_epoch = stage.epoch_batches(seed, 0, batch).len();
+        if steps_per_epoch == 0 {
+            return Err(TrainError::TooFewSamples { samples: n, batch });
+        }
+        if let Some(m) = cfg.train.max_steps_per_epoch {
+            steps_per_epoch = steps_per_epoch.min(m.max(1));
+        }
+        let epochs = recipe.epochs;
+        let lr = Cosine {
+            base: recipe.lr,
+            final_value: recipe.min_lr,
+            epochs,
             steps_per_epoch,
-            global_step
-        );
-    } else {
-        logbook = Logbook::open(&run_dir, None).map_err(io_err(&run_dir))?;
+            warmup_epochs: recipe.warmup_epochs,
+            start_warmup: recipe.warmup_lr,
+            warmup_steps: recipe.warmup_steps,
+        }
+        .table()?;
+        let wd = Cosine {
+            base: recipe.weight_decay,
+            final_value: recipe.weight_decay_end,
+            epochs,
+            steps_per_epoch,
+            warmup_epochs: 0,
+            start_warmup: 0.0,
+            warmup_steps: None,
+        }
+        .table()?;
+        Ok(Plan {
+            epochs,
+            steps_per_epoch,
+            batch,
+            seed,
+            clip: recipe.clip_grad,
+            lr,
+            wd,
+        })
+    }
+}
+
+/// Where a run stands: besides the weights and the optimizer, all that evolves, and
+/// so all that a checkpoint saves to continue bit for bit.
+#[derive(Debug, Clone, Default)]
+struct Position {
+    /// The epoch in progress (0-based) and the steps of it done.
+    epoch: usize,
+    step_in_epoch: usize,
+    /// Steps done since the start of the run.
+    global_step: u64,
+    /// Sum and count of the training losses of the epoch in progress.
+    loss_sum: f64,
+    loss_count: usize,
+    best: Option<Best>,
+}
+
+impl Position {
+    fn of(s: &RunState) -> Position {
+        Position {
+            epoch: s.epoch,
+            step_in_epoch: s.step_in_epoch,
+            global_step: s.global_step,
+            loss_sum: s.epoch_loss_sum,
+            loss_count: s.epoch_loss_count,
+            best: s.best.clone(),
+        }
+    }
+
+    /// To the start of the next epoch.
+    fn next_epoch(&mut self) {
+        self.epoch += 1;
+        self.step_in_epoch = 0;
+        self.loss_sum = 0.0;
+        self.loss_count = 0;
+    }
+}
+
+/// The training loop of one invocation: the stage, its optimizer, the plan and the
+/// position, and the run directory's log.
+struct Loop<'a> {
+    stage: &'a mut dyn Stage,
+    cfg: &'a RunConfig,
+    run_dir: &'a Path,
+    plan: Plan,
+    opt: AdamW,
+    pos: Position,
+    logbook: Logbook,
+}
+
+impl<'a> Loop<'a> {
+    /// A new run: a fresh log and the resolved run file (`config.yaml`) in `run_dir`.
+    fn start(
+        stage: &'a mut dyn Stage,
+        cfg: &'a RunConfig,
+        run_dir: &'a Path,
+    ) -> Result<Loop<'a>, TrainError> {
+        let plan = Plan::new(stage, cfg)?;
+        let opt = build_optimizer(stage, cfg);
+        let logbook = Logbook::open(run_dir, None).map_err(io_err(run_dir))?;
         let cp = run_dir.join("config.yaml");
         let yaml = serde_norway::to_string(cfg).map_err(TrainError::ConfigYaml)?;
         std::fs::write(&cp, yaml).map_err(io_err(&cp))?;
-        logbook
-            .record(
-                "event",
-                0,
-                0,
-                &[
-                    ("event", "start".into()),
-                    ("train_samples", n.into()),
-                    ("steps_per_epoch", steps_per_epoch.into()),
-                    ("parameters", opt.len().into()),
-                ],
-            )
-            .map_err(io_err(logbook.path()))?;
+        let mut run = Loop {
+            stage,
+            cfg,
+            run_dir,
+            plan,
+            opt,
+            pos: Position::default(),
+            logbook,
+        };
+        let fields = [
+            ("event", "start".into()),
+            ("train_samples", run.stage.train_len().into()),
+            ("steps_per_epoch", run.plan.steps_per_epoch.into()),
+            ("parameters", run.opt.len().into()),
+        ];
+        run.log("event", 0, 0, &fields)?;
+        Ok(run)
     }
 
-    let interrupt = interrupt_flag();
-    let snapshot = |opt: &AdamW,
-                    (epoch, step_in_epoch, global_step): (usize, usize, u64),
-                    (epoch_loss_sum, epoch_loss_count): (f64, usize),
-                    best: &Option<Best>,
-                    reason: &str|
-     -> (Vec<(String, Tensor)>, RunState) {
-        let (tensors, steps) = opt.state();
-        let st = RunState {
-            format: FORMAT,
-            stage: cfg.stage.name(),
-            epoch,
-            step_in_epoch,
-            global_step,
-            epoch_loss_sum,
-            epoch_loss_count,
-            seed,
-            rng_scheme: "data order: ChaCha8(seed, epoch); torch: manual_seed(f(seed, global step)) before every step".into(),
-            optimizer_steps: steps,
-            best: best.clone(),
-            reason: reason.into(),
-            config: cfg.clone(),
+    /// Continues the checkpoint `from`: its weights, optimizer moments and position;
+    /// the log is cut back to the checkpoint's step.
+    fn resume_from(
+        stage: &'a mut dyn Stage,
+        cfg: &'a RunConfig,
+        run_dir: &'a Path,
+        from: &Loaded,
+    ) -> Result<Loop<'a>, TrainError> {
+        let plan = Plan::new(stage, cfg)?;
+        let mut opt = build_optimizer(stage, cfg);
+        if from.state.stage != cfg.stage.name() {
+            return Err(TrainError::WrongStage {
+                found: from.state.stage.command().into(),
+                expected: cfg.stage.name().command().into(),
+            });
+        }
+        state::load_into(stage.var_store(), &from.model, &from.dir)?;
+        opt.load_state(&from.optimizer, &from.state.optimizer_steps)
+            .map_err(|e| {
+                TrainError::State(StateError::NotACheckpoint {
+                    path: from.dir.clone(),
+                    why: e.to_string(),
+                })
+            })?;
+        let pos = Position::of(&from.state);
+        let logbook = Logbook::open(run_dir, Some(pos.global_step)).map_err(io_err(run_dir))?;
+        let mut run = Loop {
+            stage,
+            cfg,
+            run_dir,
+            plan,
+            opt,
+            pos,
+            logbook,
         };
-        (tensors, st)
-    };
+        let (epoch, step) = (run.pos.epoch, run.pos.global_step);
+        let fields = [
+            ("event", "resume".into()),
+            ("from", from.dir.display().to_string().into()),
+        ];
+        run.log("event", epoch, step, &fields)?;
+        tracing::info!(
+            "resuming {} at epoch {}, step {} of {} (global step {})",
+            from.dir.display(),
+            epoch + 1,
+            run.pos.step_in_epoch,
+            run.plan.steps_per_epoch,
+            step
+        );
+        Ok(run)
+    }
 
-    while epoch < epochs {
-        let batches = stage.epoch_batches(seed, epoch, batch);
-        let bar = epoch_bar(steps_per_epoch as u64, epoch, epochs);
-        bar.set_position(start_step as u64);
-        let (mut loss_sum, mut loss_count) = resumed_loss.take().unwrap_or((0.0, 0));
-        for (s, idx) in batches
+    fn done(&self) -> bool {
+        self.pos.epoch >= self.plan.epochs
+    }
+
+    /// Appends a record to the run's log.
+    fn log(
+        &mut self,
+        kind: &str,
+        epoch: usize,
+        step: u64,
+        fields: &[(&str, Value)],
+    ) -> Result<(), TrainError> {
+        self.logbook
+            .record(kind, epoch, step, fields)
+            .map_err(io_err(self.logbook.path()))
+    }
+
+    /// The remaining steps of the epoch in progress. When `stop(global step)` asks for
+    /// it after a step, writes a checkpoint and returns it.
+    fn epoch(&mut self, stop: impl Fn(u64) -> bool) -> Result<Option<PathBuf>, TrainError> {
+        let plan = &self.plan;
+        let batches = self
+            .stage
+            .epoch_batches(plan.seed, self.pos.epoch, plan.batch);
+        let bar = epoch_bar(plan.steps_per_epoch as u64, self.pos.epoch, plan.epochs);
+        bar.set_position(self.pos.step_in_epoch as u64);
+        let steps = batches
             .iter()
-            .enumerate()
-            .take(steps_per_epoch)
-            .skip(start_step)
-        {
-            let t0 = Instant::now();
-            seed_torch_for_step(seed, global_step);
-            let it = global_step as usize;
-            let step = train_step(stage, &mut opt, idx, lr[it], wd[it], recipe.clip_grad).map_err(
-                |e| {
-                    bar.abandon();
-                    match e {
-                        TrainError::NonFinite { value, .. } => TrainError::NonFinite {
-                            value,
-                            step: global_step,
-                            epoch,
-                        },
-                        e => e,
-                    }
-                },
-            )?;
-            let (loss_value, grad_norm, extras) = (step.loss, step.grad_norm, step.extras);
-            global_step += 1;
-            let dt = t0.elapsed().as_secs_f64();
-            let rate = batch as f64 / dt.max(1e-9);
-            loss_sum += loss_value;
-            loss_count += 1;
-            let mut fields: Vec<(&str, Value)> = vec![
-                ("loss", loss_value.into()),
-                ("lr", lr[it].into()),
-                ("wd", wd[it].into()),
-                ("grad_norm", grad_norm.into()),
-                ("samples_per_s", rate.into()),
-            ];
-            for (k, v) in &extras {
-                fields.push((k.as_str(), (*v).into()));
-            }
-            logbook
-                .record("train", epoch, global_step, &fields)
-                .map_err(io_err(logbook.path()))?;
-            bar.set_message(format!("loss {loss_value:.4} {rate:.1} samples/s"));
+            .take(plan.steps_per_epoch)
+            .skip(self.pos.step_in_epoch);
+        for indices in steps {
+            let (loss, rate) = self.step(indices).inspect_err(|_| bar.abandon())?;
+            bar.set_message(format!("loss {loss:.4} {rate:.1} samples/s"));
             bar.inc(1);
-
-            let stop = opts.stop_after_steps.is_some_and(|m| global_step >= m);
-            if interrupt.load(Ordering::SeqCst) || stop {
+            if stop(self.pos.global_step) {
                 bar.abandon();
-                let (t, st) = snapshot(
-                    &opt,
-                    (epoch, s + 1, global_step),
-                    (loss_sum, loss_count),
-                    &best,
-                    "interrupted",
-                );
-                let dir = state::save(
-                    &run_dir,
-                    &format!("step-{global_step:07}"),
-                    stage.var_store(),
-                    &t,
-                    &st,
-                )?;
-                logbook
-                    .record(
-                        "event",
-                        epoch,
-                        global_step,
-                        &[
-                            ("event", "interrupted".into()),
-                            ("checkpoint", dir.display().to_string().into()),
-                        ],
-                    )
-                    .map_err(io_err(logbook.path()))?;
-                interrupt.store(false, Ordering::SeqCst);
-                return Ok(Outcome::Interrupted { checkpoint: dir });
+                return self.interrupted().map(Some);
             }
         }
         bar.finish_and_clear();
+        Ok(None)
+    }
 
-        // End of epoch: validation, best checkpoint, periodic checkpoint, plots.
-        let val = stage.validate().map_err(TrainError::Stage)?;
-        let mut fields: Vec<(&str, Value)> = vec![];
-        if loss_count > 0 {
-            fields.push(("train_loss", (loss_sum / loss_count as f64).into()));
+    /// One optimisation step on the training samples `indices`, logged; returns the
+    /// loss and the samples per second.
+    fn step(&mut self, indices: &[usize]) -> Result<(f64, f64), TrainError> {
+        let t0 = Instant::now();
+        let (epoch, global_step) = (self.pos.epoch, self.pos.global_step);
+        seed_torch_for_step(self.plan.seed, global_step);
+        let it = global_step as usize;
+        let (lr, wd) = (self.plan.lr[it], self.plan.wd[it]);
+        let step = train_step(
+            &mut *self.stage,
+            &mut self.opt,
+            indices,
+            lr,
+            wd,
+            self.plan.clip,
+        )
+        .map_err(|e| match e {
+            TrainError::NonFinite { value, .. } => TrainError::NonFinite {
+                value,
+                step: global_step,
+                epoch,
+            },
+            e => e,
+        })?;
+        self.pos.global_step += 1;
+        self.pos.step_in_epoch += 1;
+        let rate = self.plan.batch as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+        self.pos.loss_sum += step.loss;
+        self.pos.loss_count += 1;
+        let mut fields: Vec<(&str, Value)> = vec![
+            ("loss", step.loss.into()),
+            ("lr", lr.into()),
+            ("wd", wd.into()),
+            ("grad_norm", step.grad_norm.into()),
+            ("samples_per_s", rate.into()),
+        ];
+        for (k, v) in &step.extras {
+            fields.push((k.as_str(), (*v).into()));
         }
+        self.log("train", epoch, self.pos.global_step, &fields)?;
+        Ok((step.loss, rate))
+    }
+
+    /// Writes the checkpoint `checkpoints/<name>` of the current position.
+    fn checkpoint(&self, name: &str, reason: &str) -> Result<PathBuf, TrainError> {
+        let (tensors, optimizer_steps) = self.opt.state();
+        let p = &self.pos;
+        let st = RunState {
+            format: FORMAT,
+            stage: self.cfg.stage.name(),
+            epoch: p.epoch,
+            step_in_epoch: p.step_in_epoch,
+            global_step: p.global_step,
+            epoch_loss_sum: p.loss_sum,
+            epoch_loss_count: p.loss_count,
+            seed: self.plan.seed,
+            rng_scheme: RNG_SCHEME.into(),
+            optimizer_steps,
+            best: p.best.clone(),
+            reason: reason.into(),
+            config: self.cfg.clone(),
+        };
+        let vs = self.stage.var_store();
+        Ok(state::save(self.run_dir, name, vs, &tensors, &st)?)
+    }
+
+    /// A checkpoint in mid-epoch (Ctrl-C or `stop_after_steps`), logged.
+    fn interrupted(&mut self) -> Result<PathBuf, TrainError> {
+        let (epoch, step) = (self.pos.epoch, self.pos.global_step);
+        let dir = self.checkpoint(&format!("step-{step:07}"), "interrupted")?;
+        let fields = [
+            ("event", "interrupted".into()),
+            ("checkpoint", dir.display().to_string().into()),
+        ];
+        self.log("event", epoch, step, &fields)?;
+        Ok(dir)
+    }
+
+    /// End of an epoch: validation, the best weights, the periodic checkpoint, plots.
+    fn end_epoch(&mut self, plots: bool) -> Result<(), TrainError> {
+        let val = self.stage.validate().map_err(TrainError::Stage)?;
         if let Some(m) = &val {
-            for (k, v) in m {
-                fields.push((k.as_str(), (*v).into()));
-            }
-            logbook
-                .record("val", epoch, global_step, &fields)
-                .map_err(io_err(logbook.path()))?;
-            let summary: Vec<String> = m.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
-            tracing::info!("epoch {}/{}: val {}", epoch + 1, epochs, summary.join(", "));
+            self.log_validation(m)?;
         }
-        let value = val.as_ref().and_then(|m| m.get(&select).copied());
-        let improved = match (&best, value) {
-            (_, None) => val.is_none(), // no validation: the last epoch is the best
+        self.keep_if_best(val.as_ref())?;
+        self.pos.next_epoch();
+        let epoch = self.pos.epoch;
+        let last = epoch == self.plan.epochs;
+        if epoch.is_multiple_of(self.cfg.train.save_every) || last {
+            let reason = if last { "final" } else { "epoch" };
+            self.checkpoint(&format!("epoch-{epoch:04}"), reason)?;
+        }
+        if plots {
+            draw_plots(self.run_dir);
+        }
+        Ok(())
+    }
+
+    /// Logs the epoch's validation metrics with its mean training loss.
+    fn log_validation(&mut self, m: &Metrics) -> Result<(), TrainError> {
+        let p = &self.pos;
+        let mut fields: Vec<(&str, Value)> = vec![];
+        if p.loss_count > 0 {
+            fields.push(("train_loss", (p.loss_sum / p.loss_count as f64).into()));
+        }
+        for (k, v) in m {
+            fields.push((k.as_str(), (*v).into()));
+        }
+        let (epoch, step) = (p.epoch, p.global_step);
+        self.log("val", epoch, step, &fields)?;
+        let summary: Vec<String> = m.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+        tracing::info!(
+            "epoch {}/{}: val {}",
+            epoch + 1,
+            self.plan.epochs,
+            summary.join(", ")
+        );
+        Ok(())
+    }
+
+    /// Saves the weights as `best/` when the selection metric improved (without
+    /// validation, every epoch is the best so far).
+    fn keep_if_best(&mut self, val: Option<&Metrics>) -> Result<(), TrainError> {
+        let select = &self.cfg.train.select;
+        let value = val.and_then(|m| m.get(&select.name).copied());
+        let improved = match (&self.pos.best, value) {
+            (_, None) => val.is_none(),
             (None, Some(_)) => true,
-            (Some(b), Some(v)) => better(lower, v, b.value),
+            (Some(b), Some(v)) => better(select.lower_is_better, v, b.value),
         };
         if improved {
-            best = Some(Best {
-                metric: select.clone(),
+            self.pos.best = Some(Best {
+                metric: select.name.clone(),
                 value: value.unwrap_or(f64::NAN),
-                epoch,
+                epoch: self.pos.epoch,
             });
-            state::save_weights(
-                stage.var_store(),
-                &run_dir.join("best").join("model.safetensors"),
-            )?;
+            state::save_weights(self.stage.var_store(), &best_weights(self.run_dir))?;
         }
-        epoch += 1;
-        start_step = 0;
-        if epoch % cfg.train.save_every == 0 || epoch == epochs {
-            let reason = if epoch == epochs { "final" } else { "epoch" };
-            let (t, st) = snapshot(&opt, (epoch, 0, global_step), (0.0, 0), &best, reason);
-            state::save(
-                &run_dir,
-                &format!("epoch-{epoch:04}"),
-                stage.var_store(),
-                &t,
-                &st,
-            )?;
-        }
-        if opts.plots {
-            if let Err(e) = super::plots::plot_run(&run_dir) {
-                tracing::warn!("plots not drawn: {e}");
-            }
-        }
+        Ok(())
     }
 
-    // Test with the best weights.
-    let final_weights = state::named_cpu_tensors(stage.var_store());
-    let best_path = run_dir.join("best").join("model.safetensors");
-    if best_path.is_file() {
-        let t = state::read_tensors(&best_path)?;
-        state::load_into(stage.var_store(), &t, &best_path)?;
-    }
-    let test = stage.test().map_err(TrainError::Stage)?;
-    if let Some(m) = &test {
-        let fields: Vec<(&str, Value)> = m.iter().map(|(k, v)| (k.as_str(), (*v).into())).collect();
-        logbook
-            .record("test", epochs.saturating_sub(1), global_step, &fields)
-            .map_err(io_err(logbook.path()))?;
-    }
-    // Leave the model as trained (final weights), whatever the test used.
-    state::load_into(stage.var_store(), &final_weights, &run_dir)?;
-    let metrics = json!({
-        "stage": cfg.stage.name().command(),
-        "epochs": epochs,
-        "steps": global_step,
-        "select_metric": select,
-        "best": best,
-        "test": test.as_ref().map(metrics_json),
-        "best_weights": best_path.is_file().then_some("best/model.safetensors"),
-        "final_weights": format!("checkpoints/epoch-{epochs:04}/model.safetensors"),
-    });
-    let mp = run_dir.join("metrics.json");
-    let text = serde_json::to_string_pretty(&metrics).map_err(TrainError::MetricsJson)?;
-    std::fs::write(&mp, text).map_err(io_err(&mp))?;
-    if opts.plots {
-        if let Err(e) = super::plots::plot_run(&run_dir) {
-            tracing::warn!("plots not drawn: {e}");
+    /// The test split with the best weights (the model is left with the final ones),
+    /// then `metrics.json` and the plots.
+    fn finish(mut self, plots: bool) -> Result<Outcome, TrainError> {
+        let test = self.test_best()?;
+        let epochs = self.plan.epochs;
+        let best_path = best_weights(self.run_dir);
+        let metrics = json!({
+            "stage": self.cfg.stage.name().command(),
+            "epochs": epochs,
+            "steps": self.pos.global_step,
+            "select_metric": self.cfg.train.select.name,
+            "best": self.pos.best,
+            "test": test.as_ref().map(metrics_json),
+            "best_weights": best_path.is_file().then_some("best/model.safetensors"),
+            "final_weights": format!("checkpoints/epoch-{epochs:04}/model.safetensors"),
+        });
+        let mp = self.run_dir.join("metrics.json");
+        let text = serde_json::to_string_pretty(&metrics).map_err(TrainError::MetricsJson)?;
+        std::fs::write(&mp, text).map_err(io_err(&mp))?;
+        if plots {
+            draw_plots(self.run_dir);
         }
+        Ok(Outcome::Finished {
+            metrics,
+            run_dir: self.run_dir.to_path_buf(),
+        })
     }
-    Ok(Outcome::Finished { metrics, run_dir })
+
+    /// Test metrics of the best weights (when there are any), logged; the final
+    /// weights are put back afterwards.
+    fn test_best(&mut self) -> Result<Option<Metrics>, TrainError> {
+        let final_weights = state::named_cpu_tensors(self.stage.var_store());
+        let best_path = best_weights(self.run_dir);
+        if best_path.is_file() {
+            let t = state::read_tensors(&best_path)?;
+            state::load_into(self.stage.var_store(), &t, &best_path)?;
+        }
+        let test = self.stage.test().map_err(TrainError::Stage)?;
+        if let Some(m) = &test {
+            let fields: Vec<(&str, Value)> =
+                m.iter().map(|(k, v)| (k.as_str(), (*v).into())).collect();
+            let (epoch, step) = (self.plan.epochs.saturating_sub(1), self.pos.global_step);
+            self.log("test", epoch, step, &fields)?;
+        }
+        state::load_into(self.stage.var_store(), &final_weights, self.run_dir)?;
+        Ok(test)
+    }
+}
+
+/// Where the best weights of a run go.
+fn best_weights(run_dir: &Path) -> PathBuf {
+    run_dir.join("best").join("model.safetensors")
+}
+
+/// Draws the run's plots; a failure is only warned about (the run itself is fine).
+fn draw_plots(run_dir: &Path) {
+    if let Err(e) = super::plots::plot_run(run_dir) {
+        tracing::warn!("plots not drawn: {e}");
+    }
 }
 
 #[cfg(test)]
