@@ -34,7 +34,8 @@ use crate::metrics::DropReason;
 /// LSL clock, seconds).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct FrameStamp {
-    /// The frame's timestamp, already corrected to the local clock.
+    /// The frame's timestamp as `input.timestamps` made it (by default on the local
+    /// clock, dejittered and monotonic; see `acquisition::TimestampFilter`).
     pub t: f64,
     /// `lsl::local_clock()` when the acquisition thread pulled it.
     pub arrival: f64,
