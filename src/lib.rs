@@ -1,35 +1,24 @@
-//! labramd: live LaBraM EEG inference.
+//! labramd: the live LaBraM EEG inference daemon.
 //!
-//! The library is split by pipeline stage. The first group has no I/O beyond files
-//! and pulls in neither LSL, tokio nor ONNX Runtime, so the trainer
-//! (`labram-trainer`) shares it and a model trained offline sees exactly what the
-//! daemon feeds it live:
+//! What the daemon shares with the trainer (electrodes, recordings, DSP, the model
+//! card, the window stage, session adaptation, ONNX inference) lives in
+//! `labram-core`; it is re-exported here so that `labramd::window` and the like
+//! name the same code the trainer's `evaluate` runs. This crate adds what only a
+//! live daemon needs, one module per stage:
 //!
-//! * [`electrodes`]: the 128 electrode names, `input_chans`, label → electrode.
-//! * [`recording`]: EDF / EDF+ / BDF reader.
-//! * [`dsp`]: band-pass, notch, resampler; the causal (online) and zero-phase chains.
-//! * [`card`]: the model card written beside every exported ONNX model.
+//! * [`config`]: the daemon's YAML, raw → checked → typed.
+//! * [`acquisition`]: the LSL inlet thread (timestamp post-processing, gaps,
+//!   reconnects) → lock-free ring.
+//! * [`publish`]: the LSL outlets (probabilities, markers).
+//! * [`metrics`]: Prometheus metrics, `/metrics` and `/healthz`.
+//! * [`replay`]: a recording streamed as an LSL outlet (demo source, test tool).
 //!
-//! Behind the `onnx` feature, [`inference`] runs an exported model with ONNX Runtime.
-//! Behind `daemon` (default): [`config`], [`acquisition`] (LSL inlet → ring buffer),
-//! [`window`], [`publish`] (LSL outlets), [`metrics`] (Prometheus) and [`replay`].
+//! It never links libtorch: models arrive as ONNX files with their card.
 
-// Moved to `labram-core` (issue 16); re-exported so that paths stay stable.
-pub use labram_core::{card, dsp, electrodes};
-pub mod recording;
+pub use labram_core::{card, dsp, electrodes, inference, recording, window};
 
-#[cfg(feature = "onnx")]
-pub mod inference;
-
-#[cfg(feature = "daemon")]
 pub mod acquisition;
-#[cfg(feature = "daemon")]
 pub mod config;
-#[cfg(feature = "daemon")]
 pub mod metrics;
-#[cfg(feature = "daemon")]
 pub mod publish;
-#[cfg(feature = "daemon")]
 pub mod replay;
-#[cfg(feature = "daemon")]
-pub mod window;

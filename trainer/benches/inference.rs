@@ -374,7 +374,7 @@ fn main() -> Result<()> {
             )
         })?
         .build()?;
-    let chans = labramd::electrodes::input_chans(&labramd::electrodes::TUH_STANDARD_23)?;
+    let chans = labram_core::electrodes::input_chans(&labram_core::electrodes::TUH_STANDARD_23)?;
     let reference = manifest().join("../../shared/golden/reference_torch_export.onnx");
 
     // Export each variant of the same weights into a scratch folder.

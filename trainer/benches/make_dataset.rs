@@ -6,8 +6,8 @@
 //! input channel-samples (19 × samples at 500 Hz) per second, per core.
 //!
 //! Measured, each the median of `--passes` passes (default 3):
-//! * `read`: `labramd::recording` alone (the 19 EEG channels to µV).
-//! * `preprocess`: `labramd::dsp::preprocess` alone (read time excluded), one
+//! * `read`: `labram_core::recording` alone (the 19 EEG channels to µV).
+//! * `preprocess`: `labram_core::dsp::preprocess` alone (read time excluded), one
 //!   thread, zero-phase and causal: against MNE's `cs_per_s_excl_read`.
 //! * `make-dataset`: the whole eegmat maker with one worker (read, map,
 //!   preprocess, cut 4-s windows every 2 s, stream safetensors shards from the
@@ -27,8 +27,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use labram_trainer::data::makers::{self, Common, EegmatOptions, EEGMAT_CHANNELS};
-use labramd::card::{FilterMode, Preprocessing};
-use labramd::recording::EdfReader;
+use labram_core::card::{FilterMode, Preprocessing};
+use labram_core::recording::EdfReader;
 
 fn manifest() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -99,7 +99,7 @@ fn pre(mode: FilterMode) -> Preprocessing {
     }
 }
 
-/// Wall-clock rate and rate per CPU-second of `labramd::dsp::preprocess`.
+/// Wall-clock rate and rate per CPU-second of `labram_core::dsp::preprocess`.
 fn bench_preprocess(data: &[Vec<Vec<f32>>], mode: FilterMode, passes: usize) -> (f64, Option<f64>) {
     let cs: usize = data.iter().map(|d| d.len() * d[0].len()).sum();
     let p = pre(mode);
@@ -108,7 +108,7 @@ fn bench_preprocess(data: &[Vec<Vec<f32>>], mode: FilterMode, passes: usize) -> 
     for _ in 0..passes {
         let t = Instant::now();
         for d in data {
-            let out = labramd::dsp::preprocess(d, 500.0, &p).expect("preprocess");
+            let out = labram_core::dsp::preprocess(d, 500.0, &p).expect("preprocess");
             std::hint::black_box(out);
         }
         rates.push(cs as f64 / t.elapsed().as_secs_f64());
@@ -280,7 +280,7 @@ fn main() {
         cs
     );
     let read = bench_read(&files, passes);
-    println!("read (labramd::recording), 1 thread:         {read:>10.3e} cs/s");
+    println!("read (labram_core::recording), 1 thread:         {read:>10.3e} cs/s");
     let fmt_cpu = |c: Option<f64>| c.map_or("n/a".to_string(), |c| format!("{c:.3e}"));
     let modes = [FilterMode::ZeroPhase, FilterMode::Causal];
     let mut ours = Vec::new();

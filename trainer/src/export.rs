@@ -8,7 +8,7 @@
 //! The ONNX contract (what `labramd` relies on):
 //! * inputs `eeg` float32 `[batch, channels, patches, 200]` in **µV** (the graph
 //!   divides by 100 like the official engines) and `input_chans` int64
-//!   `[channels + 1]` (`labramd::electrodes::input_chans`);
+//!   `[channels + 1]` (`labram_core::electrodes::input_chans`);
 //! * output `logits` float32 `[batch, K]`;
 //! * batch, channels and patches dynamic (patches ≤ 16, the time-embedding length);
 //! * IR version [`IR_VERSION`], default-domain opset [`OPSET`] only (standard operators,
@@ -17,10 +17,10 @@
 
 use std::path::{Path, PathBuf};
 
-use labramd::card::{
+use labram_core::card::{
     ModelCard, Preprocessing, Provenance, CARD_FORMAT, MAX_PATCHES, PATCH_SIZE, SAMPLE_RATE_HZ,
 };
-use labramd::electrodes::{self, ElectrodeError};
+use labram_core::electrodes::{self, ElectrodeError};
 use prost::Message;
 
 mod graph;

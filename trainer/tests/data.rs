@@ -10,9 +10,9 @@ use std::process::Command;
 
 use labram_trainer::data::format::Dataset;
 use labram_trainer::data::pretrain::read_store;
-use labramd::card::{FilterMode, Preprocessing};
-use labramd::electrodes::{classify_label, LabelKind, TUH_STANDARD_23};
-use labramd::recording::EdfReader;
+use labram_core::card::{FilterMode, Preprocessing};
+use labram_core::electrodes::{classify_label, LabelKind, TUH_STANDARD_23};
+use labram_core::recording::EdfReader;
 
 mod common;
 use common::{python as venv_python, shared as shared_root, stderr, trainer};
@@ -148,14 +148,14 @@ fn reference(path: &Path, electrodes: &[&str], pre: &Preprocessing) -> Vec<Vec<f
                 .iter()
                 .position(|l| {
                     classify_label(l)
-                        == LabelKind::Electrode(labramd::electrodes::electrode(e).unwrap())
+                        == LabelKind::Electrode(labram_core::electrodes::electrode(e).unwrap())
                 })
                 .unwrap_or_else(|| panic!("{e} not in {labels:?}"))
         })
         .collect();
     let rate = r.header().sample_rate_hz(rows[0]).unwrap();
     let x = r.read_all_uv(&rows).unwrap();
-    labramd::dsp::preprocess(&x, rate, pre).unwrap()
+    labram_core::dsp::preprocess(&x, rate, pre).unwrap()
 }
 
 fn assert_window_eq(ds: &Dataset, i: usize, expected: &[f32]) {

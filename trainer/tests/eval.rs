@@ -11,7 +11,7 @@ use std::process::Command;
 use labram_trainer::data::format::{Dataset, DatasetWriter, Meta, Window, FORMAT};
 use labram_trainer::eval::baseline;
 use labram_trainer::eval::Report;
-use labramd::card::{FilterMode, ModelCard, Preprocessing, Provenance, CARD_FORMAT};
+use labram_core::card::{FilterMode, ModelCard, Preprocessing, Provenance, CARD_FORMAT};
 
 mod common;
 use common::{python as venv_python, shared, trainer};

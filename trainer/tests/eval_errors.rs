@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use labramd::card::{FilterMode, ModelCard, Preprocessing, Provenance, CARD_FORMAT};
+use labram_core::card::{FilterMode, ModelCard, Preprocessing, Provenance, CARD_FORMAT};
 
 mod common;
 use common::{shared, stderr, trainer};

@@ -480,7 +480,7 @@ fn finetune_from_official_pth_and_export() {
     );
     assert!(out.contains("exported"), "{out}");
     assert!(onnx.exists());
-    let card = labramd::card::ModelCard::load(&d.path().join("m.yaml")).unwrap();
+    let card = labram_core::card::ModelCard::load(&d.path().join("m.yaml")).unwrap();
     assert!(card.trained);
     assert_eq!(card.classes, ["low", "high"]);
     assert_eq!(card.channels, TINY_CHANNELS);

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use labram_trainer::export::{self, AttentionImpl, ExportRequest, GraphOptions};
-use labramd::card::{FilterMode, Preprocessing};
+use labram_core::card::{FilterMode, Preprocessing};
 
 /// Export a fine-tuning LaBraM checkpoint to ONNX and write its model card beside it.
 ///

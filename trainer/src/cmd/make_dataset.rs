@@ -15,7 +15,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use labram_trainer::data::makers::{self, Common, EEGMAT_CHANNELS};
 use labram_trainer::data::runner::{default_threads, Summary};
 use labram_trainer::data::split::SubjectSet;
-use labramd::card::{FilterMode, Preprocessing, SAMPLE_RATE_HZ};
+use labram_core::card::{FilterMode, Preprocessing, SAMPLE_RATE_HZ};
 
 /// Dataset kinds.
 #[derive(Subcommand, Debug)]
@@ -308,10 +308,10 @@ fn common(c: &CommonArgs, output: PathBuf, shard_mb: usize) -> anyhow::Result<Co
 }
 
 fn check_window(patches: usize, hop_s: f64) -> anyhow::Result<()> {
-    if patches == 0 || patches > labramd::card::MAX_PATCHES {
+    if patches == 0 || patches > labram_core::card::MAX_PATCHES {
         bail!(
             "--window-patches {patches}: LaBraM takes 1-{} patches of 1 s",
-            labramd::card::MAX_PATCHES
+            labram_core::card::MAX_PATCHES
         );
     }
     if hop_s.is_nan() || hop_s <= 0.0 {

@@ -13,7 +13,7 @@ use labram_trainer::eval::logits::ModelLogits;
 use labram_trainer::eval::model;
 use labram_trainer::eval::people::{self, FeatureKind, Person};
 use labram_trainer::eval::sessions::{self, Layout, ProtocolOptions, Scores, SessionFeatures};
-use labramd::card::{ModelCard, Preprocessing, PATCH_SIZE, SAMPLE_RATE_HZ};
+use labram_core::card::{ModelCard, Preprocessing, PATCH_SIZE, SAMPLE_RATE_HZ};
 
 /// How sessions are windowed and what a protocol may learn from; shared by
 /// `evaluate --session` and `cross-validate`.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 /// The input is a safetensors file with `eeg_uv` (float32 [windows, channels,
 /// patches, 200], microvolts at 200 Hz, 1-s patches) and `input_chans` (int64
 /// [channels + 1]: 0, then each electrode's index in the 128-name list plus 1, as
-/// `labramd::electrodes::input_chans` makes it). The output holds `codes` (int64
+/// `labram_core::electrodes::input_chans` makes it). The output holds `codes` (int64
 /// [windows, channels·patches], electrode-major: code c·patches + p).
 #[derive(clap::Args, Debug)]
 #[command(

@@ -39,7 +39,7 @@ use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use labramd::card::{Preprocessing, PATCH_SIZE};
+use labram_core::card::{Preprocessing, PATCH_SIZE};
 use memmap2::Mmap;
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
@@ -863,7 +863,7 @@ mod tests {
             kind: "test".into(),
             task: "unit test".into(),
             classes: vec!["a".into(), "b".into()],
-            channels: labramd::electrodes::ELECTRODES[..channels]
+            channels: labram_core::electrodes::ELECTRODES[..channels]
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use labramd::card::{Preprocessing, PATCH_SIZE, SAMPLE_RATE_HZ};
+use labram_core::card::{Preprocessing, PATCH_SIZE, SAMPLE_RATE_HZ};
 
 use super::format::{DatasetWriter, FormatError, Meta, Skipped, FORMAT};
 use super::prepare::{self, Channels, Prepared};
@@ -715,7 +715,7 @@ fn tuh_jobs(
 }
 
 fn tuh_channels() -> Vec<String> {
-    labramd::electrodes::TUH_STANDARD_23
+    labram_core::electrodes::TUH_STANDARD_23
         .iter()
         .map(|s| s.to_string())
         .collect()

@@ -1,14 +1,14 @@
 //! One recording in, the model's view of it out: read with
-//! [`labramd::recording`], map channel labels to electrodes with
-//! [`labramd::electrodes`], pick the channels a dataset wants (in its order),
-//! and run [`labramd::dsp::preprocess`] in the mode asked for. The daemon uses
+//! [`labram_core::recording`], map channel labels to electrodes with
+//! [`labram_core::electrodes`], pick the channels a dataset wants (in its order),
+//! and run [`labram_core::dsp::preprocess`] in the mode asked for. The daemon uses
 //! the same three modules, so a dataset sees what the daemon sees.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use labramd::card::Preprocessing;
-use labramd::electrodes::{self, ChannelMapping, MappingError};
+use labram_core::card::Preprocessing;
+use labram_core::electrodes::{self, ChannelMapping, MappingError};
 
 use super::runner::SkipReason;
 
@@ -204,7 +204,7 @@ pub fn prepare(
 ) -> Result<Prepared, SkipReason> {
     let raw = read_raw(path, overrides, want, events)?;
     let input_samples = raw.signals.first().map_or(0, Vec::len);
-    let data = labramd::dsp::preprocess(&raw.signals, raw.rate_hz, pre)
+    let data = labram_core::dsp::preprocess(&raw.signals, raw.rate_hz, pre)
         .map_err(|e| SkipReason::new("preprocessing", e.to_string()))?;
     Ok(Prepared {
         channels: raw.channels,
@@ -215,10 +215,10 @@ pub fn prepare(
     })
 }
 
-/// The one place that talks to `labramd::recording`.
+/// The one place that talks to `labram_core::recording`.
 mod reader {
     use super::*;
-    use labramd::recording::EdfReader;
+    use labram_core::recording::EdfReader;
 
     fn unreadable(e: impl std::fmt::Display) -> SkipReason {
         SkipReason::new("unreadable", e.to_string())

@@ -23,7 +23,7 @@
 use std::path::{Path, PathBuf};
 
 use hdf5::types::{VarLenAscii, VarLenUnicode};
-use labramd::card::{FilterMode, Preprocessing};
+use labram_core::card::{FilterMode, Preprocessing};
 
 /// Errors writing or reading a store; each names the file, group or attribute.
 #[derive(Debug, thiserror::Error)]

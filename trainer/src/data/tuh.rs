@@ -16,7 +16,7 @@
 //! validate.
 //!
 //! Both use the 23 monopolar channels of `chOrder_standard`
-//! ([`labramd::electrodes::TUH_STANDARD_23`]), in that order. Differences from the
+//! ([`labram_core::electrodes::TUH_STANDARD_23`]), in that order. Differences from the
 //! official code, on purpose: the subject shuffle uses this crate's seeded
 //! SplitMix64 (numpy's generator cannot be reproduced without numpy, and
 //! make_TUAB.py sets no seed at all), so the same seed picks other validation

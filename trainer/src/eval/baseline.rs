@@ -60,7 +60,7 @@ pub fn features(ds: &Dataset, indices: &[usize]) -> Result<Vec<Vec<f64>>, Format
     indices
         .par_chunks(64)
         .map(|chunk| {
-            let mut bp = BandPower::new(p * s, labramd::card::SAMPLE_RATE_HZ);
+            let mut bp = BandPower::new(p * s, labram_core::card::SAMPLE_RATE_HZ);
             let mut buf = vec![0.0f32; c * p * s];
             chunk
                 .iter()

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use labram_core::adapt::{FeatureError, FeatureExtractor, FeatureSpace, Head};
-use labramd::inference::Classifier;
+use labram_core::inference::Classifier;
 
 /// Logits of an exported model, one vector (one value per class) per window.
 pub struct ModelLogits {
@@ -37,7 +37,7 @@ impl ModelLogits {
     }
 
     /// The model's card.
-    pub fn card(&self) -> &labramd::card::ModelCard {
+    pub fn card(&self) -> &labram_core::card::ModelCard {
         self.clf.card()
     }
 }

@@ -1,15 +1,15 @@
 //! Running an exported model (ONNX + card) over labelled data, the way the
 //! daemon would: the card's electrodes in the card's order, the card's
-//! preprocessing through `labramd::dsp`, a window of the card's length every
+//! preprocessing through `labram_core::dsp`, a window of the card's length every
 //! card hop on the daemon's grid (hop points counted in input frames, each
 //! window the last samples the chain has produced, see
-//! [`windows::daemon_starts`]), inference through `labramd::inference`.
+//! [`windows::daemon_starts`]), inference through `labram_core::inference`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use labramd::card::{ModelCard, PATCH_SIZE, SAMPLE_RATE_HZ};
-use labramd::inference::{Classifier, Device, InferenceError};
+use labram_core::card::{ModelCard, PATCH_SIZE, SAMPLE_RATE_HZ};
+use labram_core::inference::{Classifier, Device, InferenceError};
 
 use super::metrics::{self, MetricError, Report};
 use crate::data::format::{Dataset, FormatError};
@@ -187,7 +187,7 @@ pub fn evaluate_recordings(
         let label = class_index(&card, &file, class)?;
         let p = prepare::prepare(path, channel_map, &want, &card.preprocessing, false)
             .map_err(|r| EvalError::recording(&file, r.message))?;
-        let ratio = labramd::dsp::design::rational_ratio(p.input_rate_hz, SAMPLE_RATE_HZ)
+        let ratio = labram_core::dsp::design::rational_ratio(p.input_rate_hz, SAMPLE_RATE_HZ)
             .map_err(|e| EvalError::recording(&file, e.to_string()))?;
         let hop_frames = (card.hop_s * p.input_rate_hz).round().max(1.0) as u64;
         let starts =

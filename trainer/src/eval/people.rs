@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use labram_core::adapt::{FeatureExtractor, Head, LogBandPower};
-use labramd::card::SAMPLE_RATE_HZ;
+use labram_core::card::SAMPLE_RATE_HZ;
 use rayon::prelude::*;
 
 use super::logits::ModelLogits;

@@ -22,7 +22,7 @@ use labram_core::adapt::{
     AdaptError, Answer, BaselineStats, FeatureError, FeatureExtractor, FeatureSpace, Mode,
     PopulationModel, Session, SessionSpec,
 };
-use labramd::card::{FilterMode, Preprocessing, SAMPLE_RATE_HZ};
+use labram_core::card::{FilterMode, Preprocessing, SAMPLE_RATE_HZ};
 
 use super::metrics::{self, MetricError};
 use crate::data::prepare::{self, Channels};
@@ -232,8 +232,8 @@ pub fn stream(name: &str, blocks: &[Block], layout: &Layout) -> Result<Streamed,
         file: raws[0].1.clone(),
         message: e,
     };
-    let data = labramd::dsp::preprocess(&signals, rate, &pre).map_err(|e| setup(e.to_string()))?;
-    let ratio = labramd::dsp::design::rational_ratio(rate, SAMPLE_RATE_HZ)
+    let data = labram_core::dsp::preprocess(&signals, rate, &pre).map_err(|e| setup(e.to_string()))?;
+    let ratio = labram_core::dsp::design::rational_ratio(rate, SAMPLE_RATE_HZ)
         .map_err(|e| setup(e.to_string()))?;
     let hop_frames = (layout.hop_s * rate).round().max(1.0) as u64;
     let n_out = data.first().map_or(0, Vec::len);

@@ -7,7 +7,7 @@
 //! electrodes, window, hop, preprocessing).
 use std::path::{Path, PathBuf};
 
-use labramd::card::ModelCard;
+use labram_core::card::ModelCard;
 use serde_json::Value;
 
 use super::config::{RunConfig, StageConfig, StageName, Variant};
@@ -114,8 +114,8 @@ pub fn export_run(
         meta.window_patches,
         meta.hop_s.unwrap_or(0.0),
         match meta.preprocessing.mode {
-            labramd::card::FilterMode::Causal => "causal",
-            labramd::card::FilterMode::ZeroPhase => "zero-phase",
+            labram_core::card::FilterMode::Causal => "causal",
+            labram_core::card::FilterMode::ZeroPhase => "zero-phase",
         }
     ));
     p.split = Some(format!(

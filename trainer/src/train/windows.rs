@@ -116,7 +116,7 @@ impl WindowSet {
             .collect();
         let channels = ds.channels().to_vec();
         let input_chans =
-            labramd::electrodes::input_chans(&channels).map_err(|e| WindowError::Dataset {
+            labram_core::electrodes::input_chans(&channels).map_err(|e| WindowError::Dataset {
                 path: ds.dir().to_path_buf(),
                 message: e.to_string(),
             })?;
@@ -157,7 +157,7 @@ impl WindowSet {
                     ));
                     continue;
                 }
-                let input_chans = match labramd::electrodes::input_chans(&r.channels) {
+                let input_chans = match labram_core::electrodes::input_chans(&r.channels) {
                     Ok(c) => c,
                     Err(e) => {
                         skipped.push(format!("{}:{} ({e})", path.display(), r.name));
@@ -220,7 +220,7 @@ impl WindowSet {
         labels: Vec<i64>,
     ) -> Result<WindowSet, WindowError> {
         let input_chans =
-            labramd::electrodes::input_chans(&channels).map_err(|e| WindowError::Dataset {
+            labram_core::electrodes::input_chans(&channels).map_err(|e| WindowError::Dataset {
                 path: PathBuf::from("<memory>"),
                 message: e.to_string(),
             })?;

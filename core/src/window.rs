@@ -28,7 +28,50 @@
 
 use crate::card::{Preprocessing, PATCH_SIZE};
 use crate::dsp::{CausalChain, DspError};
-use crate::metrics::DropReason;
+
+/// Why a window that the hop grid called for was not published (label `reason` of
+/// `labramd_windows_dropped_total`). Every hop point of the input either publishes a
+/// prediction or counts one of these: nothing is skipped silently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The inference queue was full: the oldest waiting window was dropped.
+    QueueFull,
+    /// The window would have spanned a gap in the input: a timestamp jump (the
+    /// hop points inside the missing stretch count too) or a lost and recovered
+    /// stream.
+    Gap,
+    /// The window would have included input samples the daemon itself dropped
+    /// because its acquisition ring was full (`labramd_ring_overruns_total`).
+    Overrun,
+    /// The window held NaN/Inf input samples.
+    Nonfinite,
+    /// The model failed on the window (logged), or the inference thread is gone.
+    InferenceError,
+    /// The prediction was computed but could not be pushed to the outlet (logged).
+    PublishError,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 6] = [
+        DropReason::QueueFull,
+        DropReason::Gap,
+        DropReason::Overrun,
+        DropReason::Nonfinite,
+        DropReason::InferenceError,
+        DropReason::PublishError,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::QueueFull => "queue_full",
+            DropReason::Gap => "gap",
+            DropReason::Overrun => "overrun",
+            DropReason::Nonfinite => "nonfinite",
+            DropReason::InferenceError => "inference_error",
+            DropReason::PublishError => "publish_error",
+        }
+    }
+}
 
 /// LSL time of one input frame and when the daemon received it (both in the local
 /// LSL clock, seconds).
