@@ -34,6 +34,8 @@ pub mod bandpower;
 mod error;
 mod features;
 mod head;
+#[cfg(feature = "onnx")]
+mod logits;
 pub mod logreg;
 mod session;
 pub mod standardize;
@@ -42,6 +44,8 @@ mod state;
 pub use error::{AdaptError, StateError};
 pub use features::{Concat, FeatureError, FeatureExtractor, FeatureSpace, LogBandPower};
 pub use head::{Head, PopulationModel, CALIBRATION_C, POPULATION_C};
+#[cfg(feature = "onnx")]
+pub use logits::ModelLogits;
 pub use session::{Answer, BaselineStats, Session, SessionSpec};
 pub use state::{PersonState, STATE_FORMAT};
 
