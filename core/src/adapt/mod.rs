@@ -29,6 +29,41 @@
 //!
 //! Features come from a [`FeatureExtractor`]: [`LogBandPower`] here; a model's
 //! logits (or pooled features) behind the same trait where ONNX Runtime lives.
+//!
+//! The daemon's loop, in short (a labelled calibration of 8 s rest + 4 s task
+//! on 4-s windows, band power on 2 channels):
+//!
+//! ```
+//! use labram_core::adapt::{Answer, FeatureExtractor, LogBandPower, Protocol, Session, SessionSpec};
+//!
+//! let mut bp = LogBandPower::new(2, 800, 200.0);
+//! let mut session = Session::new(SessionSpec {
+//!     protocol: Protocol::calibration(vec![("rest".into(), 8.0), ("task".into(), 4.0)]),
+//!     classes: vec!["rest".into(), "task".into()],
+//!     space: bp.space(),
+//!     window_s: 4.0,
+//!     population: None, // calibration needs no head trained on other people
+//! })?;
+//! let window = |f: f64| -> Vec<f32> {
+//!     (0..1600).map(|i| (f * (i % 800) as f64 / 200.0 * 6.283).sin() as f32 * 10.0).collect()
+//! };
+//! session.marker(0.0, Some("rest"))?; // a marker names the class of the block that follows
+//! for (end_s, freq) in [(4.0, 10.0), (8.0, 10.5), (12.0, 20.0), (16.0, 19.0)] {
+//!     if end_s == 12.0 {
+//!         session.marker(8.0, Some("task"))?;
+//!     }
+//!     let mut features = Vec::new();
+//!     bp.extract(&window(freq), &mut features)?;
+//!     match session.push(end_s, &features)? {
+//!         Answer::Calibrating { seconds_left } => println!("calibrating, {seconds_left} s left"),
+//!         Answer::Classified { probabilities } => println!("p = {probabilities:?}"),
+//!     }
+//! }
+//! // What was learned, for the `state:` file (reloaded with `Session::resume`).
+//! let state = session.state().expect("calibrated after 12 s");
+//! assert_eq!(state.windows, 3);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod bandpower;
 mod error;

@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use labram_core::adapt::Mode;
+use labram_core::card::{ModelCard, Preprocessing, PATCH_SIZE, SAMPLE_RATE_HZ};
 use labram_trainer::data::makers::EEGMAT_CHANNELS;
 use labram_trainer::data::split::SubjectSet;
 use labram_trainer::eval::logits::ModelLogits;
 use labram_trainer::eval::model;
 use labram_trainer::eval::people::{self, FeatureKind, Person};
 use labram_trainer::eval::sessions::{self, Layout, ProtocolOptions, Scores, SessionFeatures};
-use labram_core::card::{ModelCard, Preprocessing, PATCH_SIZE, SAMPLE_RATE_HZ};
 
 /// How sessions are windowed and what a protocol may learn from; shared by
 /// `evaluate --session` and `cross-validate`.
@@ -57,16 +57,18 @@ pub struct ProtocolArgs {
 pub struct SessionArgs {
     /// A session: one person's recordings in order, `CLASS=FILE,CLASS=FILE`
     /// (e.g. rest=Subject25_1.edf,arithmetic=Subject25_2.edf); repeatable.
-    /// Streamed through the daemon's causal chain and window grid; scored
-    /// under --adaptation.
+    /// Streamed as one signal through the daemon's causal chain and window
+    /// grid, the --holdout spans first (as a live session calibrates at its
+    /// start), then the rest of each file; scored under --adaptation.
     #[arg(long = "session", value_name = "CLASS=FILE,...", conflicts_with_all = ["recordings", "dataset"])]
     pub sessions: Vec<String>,
     /// Adaptation protocol: none | baseline | calibration.
     #[arg(long, default_value = "none", value_parser = parse_mode, value_name = "MODE")]
     pub adaptation: Mode,
     /// Training people for the heads that `none` and `baseline` train on
-    /// others (band power; the model's logits under `baseline`), as sessions;
-    /// repeatable.
+    /// others, as sessions; repeatable. Band power needs them under both; the
+    /// model's logits only under `baseline` (under `none` the model's own
+    /// softmax answers).
     #[arg(long = "train-session", value_name = "CLASS=FILE,...")]
     pub train_sessions: Vec<String>,
     /// Training people from an eegmat folder (SubjectNN_1 rest, _2 arithmetic),
