@@ -167,6 +167,10 @@ pub enum CheckpointError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "{path} is a directory; expected a checkpoint file (a torch .pth or a .safetensors file)"
+    )]
+    IsDirectory { path: PathBuf },
     #[error("{path}: not a checkpoint ({detail}); expected a torch .pth (zip archive) or a .safetensors file")]
     UnknownFormat { path: PathBuf, detail: String },
     #[error("{path}: this is a legacy (pre-1.6, non-zip) torch file, which is not supported; re-save it with a current torch (`torch.save(obj, path)`)")]
@@ -266,6 +270,12 @@ impl Checkpoint {
             source,
         };
         let mut f = File::open(path).map_err(io)?;
+        // A directory opens on Unix; only reading it fails, with a bare OS error.
+        if f.metadata().map_err(io)?.is_dir() {
+            return Err(CheckpointError::IsDirectory {
+                path: path.to_path_buf(),
+            });
+        }
         let mut head = [0u8; 9];
         let n = read_up_to(&mut f, &mut head).map_err(io)?;
         let head = &head[..n];
@@ -734,6 +744,14 @@ mod tests {
             Checkpoint::load(&dir.path().join("missing.pth")),
             Err(CheckpointError::Io { .. })
         ));
+        let e = Checkpoint::load(dir.path()).unwrap_err();
+        assert!(matches!(e, CheckpointError::IsDirectory { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains("is a directory; expected a checkpoint file")
+                && !e.to_string().contains("os error"),
+            "{e}"
+        );
     }
 
     #[test]
