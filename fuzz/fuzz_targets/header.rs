@@ -6,7 +6,7 @@
 use std::io::Cursor;
 use std::path::Path;
 
-use labramd::recording::{EdfReader, Header};
+use labram_core::recording::{EdfReader, Header};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
