@@ -110,7 +110,7 @@ pub struct GraphOptions {
     /// and skips the CLS row of the last MLP, whose output is never pooled.
     pub pool_before_last_fc2: bool,
     /// Normalise q and k together with one `InstanceNormalization` (no affine) and
-    /// give only q an affine, which then also carries k's (see [`block`]); instead of
+    /// give only q an affine, which then also carries k's (see `Block::qk_norm`); instead of
     /// two per-head `LayerNormalization`s.
     pub merge_qk_norm: bool,
 }
@@ -258,11 +258,58 @@ fn transposed(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
-/// Fetches a tensor that [`check_state_dict`] has vouched for.
-fn t<'a>(sd: &'a StateDict, name: &str) -> Result<&'a [f32], ExportError> {
-    sd.get(name)
-        .map(|t| t.data.as_slice())
-        .ok_or_else(|| ExportError::Internal(format!("tensor {name} vanished after the check")))
+/// The tensors of a checked state dict under a name prefix, as candle's
+/// `VarBuilder::pp`: `w.pp("attn").get("qkv.weight")` reads `blocks.3.attn.qkv.weight`
+/// from `blocks.3`. The graph's copies of the weights are named the same way.
+#[derive(Clone)]
+struct Weights<'a> {
+    sd: &'a StateDict,
+    prefix: String,
+}
+
+impl<'a> Weights<'a> {
+    fn new(sd: &'a StateDict) -> Weights<'a> {
+        Weights {
+            sd,
+            prefix: String::new(),
+        }
+    }
+
+    /// The weights under `name` (dotted paths allowed: `pp("attn.proj")`).
+    fn pp(&self, name: impl std::fmt::Display) -> Weights<'a> {
+        Weights {
+            sd: self.sd,
+            prefix: self.name(&name.to_string()),
+        }
+    }
+
+    /// The full name of `leaf` under this prefix.
+    fn name(&self, leaf: &str) -> String {
+        if self.prefix.is_empty() {
+            leaf.to_string()
+        } else {
+            format!("{}.{leaf}", self.prefix)
+        }
+    }
+
+    /// The tensor `leaf` under this prefix, which [`check_state_dict`] has vouched for.
+    fn get(&self, leaf: &str) -> Result<&'a [f32], ExportError> {
+        let name = self.name(leaf);
+        self.sd
+            .get(&name)
+            .map(|t| t.data.as_slice())
+            .ok_or_else(|| ExportError::Internal(format!("tensor {name} vanished after the check")))
+    }
+
+    /// The tensor `leaf` copied into the graph as it is, under its own name.
+    fn load(
+        &self,
+        g: &mut GraphBuilder,
+        leaf: &str,
+        shape: &[usize],
+    ) -> Result<String, ExportError> {
+        Ok(g.weight(&self.name(leaf), shape, self.get(leaf)?))
+    }
 }
 
 const LN_EPS: f32 = 1e-6;
@@ -290,6 +337,7 @@ pub fn build_graph(
     let hd = d / heads;
     let k = layout.num_classes;
     let attn_scale = (hd as f32).powf(-0.5);
+    let w = Weights::new(sd);
     let mut g = GraphBuilder::default();
 
     let eeg = g.input_f32(
@@ -313,21 +361,14 @@ pub fn build_graph(
     let mut x = g.op(s, "Reshape", &[&x, &shape], &[]);
     for i in 1..=3 {
         let (cin, kw, stride, pad) = if i == 1 { (1, 15, 8, 7) } else { (c, 3, 1, 1) };
-        let w = g.weight(
-            &format!("patch_embed.conv{i}.weight"),
-            &[c, cin, 1, kw],
-            t(sd, &format!("patch_embed.conv{i}.weight"))?,
-        );
-        let b = g.weight(
-            &format!("patch_embed.conv{i}.bias"),
-            &[c],
-            t(sd, &format!("patch_embed.conv{i}.bias"))?,
-        );
+        let conv = w.pp(format!("patch_embed.conv{i}"));
+        let cw = conv.load(&mut g, "weight", &[c, cin, 1, kw])?;
+        let cb = conv.load(&mut g, "bias", &[c])?;
         let scope = format!("{s}/conv{i}");
         x = g.op(
             &scope,
             "Conv",
-            &[&x, &w, &b],
+            &[&x, &cw, &cb],
             &[
                 ("kernel_shape", Attr::Ints(vec![1, kw as i64])),
                 ("strides", Attr::Ints(vec![1, stride])),
@@ -350,16 +391,9 @@ pub fn build_graph(
         );
         let back = g.ints(&[0, c as i64, -1, STEPS as i64]);
         let xn = g.op(&scope, "Reshape", &[&xg, &back], &[]);
-        let gw = g.weight(
-            &format!("patch_embed.norm{i}.weight"),
-            &[c, 1, 1],
-            t(sd, &format!("patch_embed.norm{i}.weight"))?,
-        );
-        let gb = g.weight(
-            &format!("patch_embed.norm{i}.bias"),
-            &[c, 1, 1],
-            t(sd, &format!("patch_embed.norm{i}.bias"))?,
-        );
+        let norm = w.pp(format!("patch_embed.norm{i}"));
+        let gw = norm.load(&mut g, "weight", &[c, 1, 1])?;
+        let gb = norm.load(&mut g, "bias", &[c, 1, 1])?;
         let xn = g.op(&scope, "Mul", &[&xn, &gw], &[]);
         let xn = g.op(&scope, "Add", &[&xn, &gb], &[]);
         x = g.op(&scope, "Gelu", &[&xn], &[]);
@@ -376,9 +410,9 @@ pub fn build_graph(
 
     // --- embeddings ---
     let s = "/embed";
-    let pos = g.weight("pos_embed", &[POS_ROWS, d], t(sd, "pos_embed")?);
-    let time = g.weight("time_embed", &[TIME_ROWS, d], t(sd, "time_embed")?);
-    let cls = g.weight("cls_token", &[1, 1, d], t(sd, "cls_token")?);
+    let pos = w.load(&mut g, "pos_embed", &[POS_ROWS, d])?;
+    let time = w.load(&mut g, "time_embed", &[TIME_ROWS, d])?;
+    let cls = w.load(&mut g, "cls_token", &[1, 1, d])?;
     let pos_sel = g.op(
         s,
         "Gather",
@@ -422,8 +456,16 @@ pub fn build_graph(
         x = g.op("/embed", "Reshape", &[&x, &flat], &[]);
     }
     for b in 0..arch.depth {
-        let last = b + 1 == arch.depth;
-        x = block(&mut g, sd, layout, &dims, &mut shapes, opts, b, last, x)?;
+        let block = Block {
+            g: &mut g,
+            sh: &mut shapes,
+            layout,
+            dm: &dims,
+            opts,
+            w: w.pp(format!("blocks.{b}")),
+            scope: format!("/blocks.{b}"),
+        };
+        x = block.build(x, b + 1 == arch.depth)?;
     }
 
     // --- head: mean over patch tokens (CLS excluded) → fc_norm → head ---
@@ -440,15 +482,15 @@ pub fn build_graph(
             &[("keepdims", Attr::Int(0))],
         )
     };
-    let fw = g.weight("fc_norm.weight", &[d], t(sd, "fc_norm.weight")?);
-    let fb = g.weight("fc_norm.bias", &[d], t(sd, "fc_norm.bias")?);
+    let fw = w.load(&mut g, "fc_norm.weight", &[d])?;
+    let fb = w.load(&mut g, "fc_norm.bias", &[d])?;
     let feats = layer_norm(&mut g, "/fc_norm", &pooled, &fw, &fb);
     let hw = g.weight(
         "head.weight_t",
         &[d, k],
-        &transposed(t(sd, "head.weight")?, k, d),
+        &transposed(w.get("head.weight")?, k, d),
     );
-    let hb = g.weight("head.bias", &[k], t(sd, "head.bias")?);
+    let hb = w.load(&mut g, "head.bias", &[k])?;
     let logits = g.op(s, "MatMul", &[&feats, &hw], &[]);
     g.op(s, "Add", &[&logits, &hb], &[]);
     let logits = g.rename_last_output("logits");
@@ -511,318 +553,338 @@ impl Shapes {
     }
 }
 
-/// One transformer block: `x += γ1·attn(norm1(x)); x += γ2·mlp(norm2(x))`.
-#[allow(clippy::too_many_arguments)]
-fn block(
-    g: &mut GraphBuilder,
-    sd: &StateDict,
-    layout: &Layout,
-    dm: &Dims,
-    sh: &mut Shapes,
+/// One transformer block, `x += γ1·attn(norm1(x)); x += γ2·mlp(norm2(x))`, built into
+/// the graph step by step. Node order and names are part of the exported bytes, so
+/// each step adds its nodes in the order the single function it replaces did.
+struct Block<'g, 'a> {
+    g: &'g mut GraphBuilder,
+    sh: &'g mut Shapes,
+    layout: &'a Layout,
+    dm: &'a Dims,
     opts: GraphOptions,
-    b: usize,
-    last: bool,
-    x: String,
-) -> Result<String, ExportError> {
-    let (d, hd, attn_scale) = (dm.d, dm.hd, dm.attn_scale);
-    let (di, hi, hdi) = (d as i64, dm.heads as i64, hd as i64);
-    let p = format!("blocks.{b}");
-    let s = format!("/{p}");
-    let gamma = |name: &str| -> Result<Option<&[f32]>, ExportError> {
-        if layout.layer_scale {
-            Ok(Some(t(sd, &format!("{p}.{name}"))?))
-        } else {
-            Ok(None)
-        }
-    };
-    let (g1, g2) = (gamma("gamma_1")?, gamma("gamma_2")?);
+    /// `blocks.{b}`: the block's weights (and the names of the graph's copies).
+    w: Weights<'a>,
+    /// `/blocks.{b}`: the scope of its nodes.
+    scope: String,
+}
 
-    // attention
-    let sa = format!("{s}/attn");
-    let n1w = g.weight(
-        &format!("{p}.norm1.weight"),
-        &[d],
-        t(sd, &format!("{p}.norm1.weight"))?,
-    );
-    let n1b = g.weight(
-        &format!("{p}.norm1.bias"),
-        &[d],
-        t(sd, &format!("{p}.norm1.bias"))?,
-    );
-    let h = layer_norm(g, &format!("{s}/norm1"), &x, &n1w, &n1b);
-    let mut wqkv = transposed(t(sd, &format!("{p}.attn.qkv.weight"))?, 3 * d, d);
-    let mut qkv_bias = if layout.qkv_bias {
-        let mut v = t(sd, &format!("{p}.attn.q_bias"))?.to_vec();
-        v.extend(std::iter::repeat_n(0.0, d));
-        v.extend_from_slice(t(sd, &format!("{p}.attn.v_bias"))?);
-        Some(v)
-    } else {
-        None
-    };
-    // Where the attention scale goes: folded into the q_norm affine, into the q
-    // columns of qkv (no q/k norm), or a separate Mul.
-    let scale_in_qkv = opts.fold_attn_scale && !layout.qk_norm;
-    if scale_in_qkv {
-        for row in wqkv.chunks_mut(3 * d) {
-            row[..d].iter_mut().for_each(|v| *v *= attn_scale);
-        }
-        if let Some(bias) = qkv_bias.as_mut() {
-            bias[..d].iter_mut().for_each(|v| *v *= attn_scale);
+impl<'a> Block<'_, 'a> {
+    /// The block's nodes on `x`; `last` enables early pooling (`pool_before_last_fc2`).
+    fn build(mut self, x: String, last: bool) -> Result<String, ExportError> {
+        let (g1, g2) = (self.gamma("gamma_1")?, self.gamma("gamma_2")?);
+        let o = self.attention(&x, g1)?;
+        let x = self.g.op(&self.scope, "Add", &[&x, &o], &[]);
+        self.mlp(x, last, g2)
+    }
+
+    /// A layer-scale vector, when the checkpoint has them.
+    fn gamma(&self, name: &str) -> Result<Option<&'a [f32]>, ExportError> {
+        match self.layout.layer_scale {
+            true => Ok(Some(self.w.get(name)?)),
+            false => Ok(None),
         }
     }
-    let wqkv = g.weight(&format!("{p}.attn.qkv.weight_t"), &[d, 3 * d], &wqkv);
-    let mut qkv = g.op(&format!("{sa}/qkv"), "MatMul", &[&h, &wqkv], &[]);
-    if let Some(bias) = qkv_bias {
-        let bias = g.weight(&format!("{p}.attn.qkv_bias"), &[3 * d], &bias);
-        qkv = g.op(&format!("{sa}/qkv"), "Add", &[&qkv, &bias], &[]);
+
+    /// The graph's copies of LayerNorm `name`'s weight and bias.
+    fn norm_weights(&mut self, name: &str) -> Result<(String, String), ExportError> {
+        let (n, d) = (self.w.pp(name), self.dm.d);
+        Ok((
+            n.load(self.g, "weight", &[d])?,
+            n.load(self.g, "bias", &[d])?,
+        ))
     }
-    // q/k norm parameters; the attention scale goes into q's affine when folded.
-    let qk = if layout.qk_norm {
-        let get = |n: &str| t(sd, &format!("{p}.attn.{n}")).map(<[f32]>::to_vec);
+
+    /// `γ1·proj(attention(norm1(x)))`.
+    fn attention(&mut self, x: &str, gamma: Option<&[f32]>) -> Result<String, ExportError> {
+        let (w, b) = self.norm_weights("norm1")?;
+        let h = layer_norm(self.g, &format!("{}/norm1", self.scope), x, &w, &b);
+        let qkv = self.qkv(&h)?;
+        let qk = self.qk_norm()?;
+        let sa = format!("{}/attn", self.scope);
+        let o = match self.opts.attention {
+            AttentionImpl::Standard => self.standard_attention(&sa, qkv, qk.as_ref()),
+            AttentionImpl::ContribMha => self.contrib_mha(&sa, qkv, qk.as_ref())?,
+        };
+        let d = self.dm.d;
+        linear_scaled(
+            self.g,
+            &format!("{sa}/proj"),
+            &self.w.pp("attn.proj"),
+            o,
+            (d, d),
+            gamma,
+            self.opts.fold_layer_scale,
+        )
+    }
+
+    /// `h·Wqkvᵀ + [q_bias, 0, v_bias]`. The attention scale goes into q's columns
+    /// when it is folded and there is no q/k norm to carry it (see [`Self::qk_norm`]);
+    /// otherwise it is a separate `Mul` or an attention attribute.
+    fn qkv(&mut self, h: &str) -> Result<String, ExportError> {
+        let (d, attn) = (self.dm.d, self.w.pp("attn"));
+        let mut wqkv = transposed(attn.get("qkv.weight")?, 3 * d, d);
+        let mut bias = if self.layout.qkv_bias {
+            let mut v = attn.get("q_bias")?.to_vec();
+            v.extend(std::iter::repeat_n(0.0, d));
+            v.extend_from_slice(attn.get("v_bias")?);
+            Some(v)
+        } else {
+            None
+        };
+        if self.opts.fold_attn_scale && !self.layout.qk_norm {
+            let scale = self.dm.attn_scale;
+            for row in wqkv.chunks_mut(3 * d) {
+                row[..d].iter_mut().for_each(|v| *v *= scale);
+            }
+            if let Some(bias) = bias.as_mut() {
+                bias[..d].iter_mut().for_each(|v| *v *= scale);
+            }
+        }
+        let scope = format!("{}/attn/qkv", self.scope);
+        let wqkv = self
+            .g
+            .weight(&attn.name("qkv.weight_t"), &[d, 3 * d], &wqkv);
+        let mut qkv = self.g.op(&scope, "MatMul", &[h, &wqkv], &[]);
+        if let Some(bias) = bias {
+            let bias = self.g.weight(&attn.name("qkv_bias"), &[3 * d], &bias);
+            qkv = self.g.op(&scope, "Add", &[&qkv, &bias], &[]);
+        }
+        Ok(qkv)
+    }
+
+    /// The q/k norm parameters, q's carrying what [`GraphOptions`] folds into it: k's
+    /// weight (`merge_qk_norm`) and the attention scale (`fold_attn_scale`).
+    fn qk_norm(&self) -> Result<Option<QkNorm>, ExportError> {
+        if !self.layout.qk_norm {
+            return Ok(None);
+        }
+        let attn = self.w.pp("attn");
+        let get = |n: &str| attn.get(n).map(<[f32]>::to_vec);
         let (mut qw, mut qb) = (get("q_norm.weight")?, get("q_norm.bias")?);
         let (kw, kb) = (get("k_norm.weight")?, get("k_norm.bias")?);
-        if opts.merge_qk_norm {
+        if self.opts.merge_qk_norm {
             // softmax_j(q'·k'_j) with q' = q̂⊙wq + bq and k' = k̂⊙wk + bk equals
             // softmax_j(q''·k̂_j) with q'' = q̂⊙(wq⊙wk) + bq⊙wk: the dropped terms
             // (q'·bk and bq·bk) are the same for every key j, and softmax ignores them.
             qw.iter_mut().zip(&kw).for_each(|(q, k)| *q *= k);
             qb.iter_mut().zip(&kw).for_each(|(q, k)| *q *= k);
         }
-        if opts.fold_attn_scale {
-            qw.iter_mut()
-                .chain(qb.iter_mut())
-                .for_each(|v| *v *= attn_scale);
+        if self.opts.fold_attn_scale {
+            let scale = self.dm.attn_scale;
+            qw.iter_mut().chain(qb.iter_mut()).for_each(|v| *v *= scale);
         }
-        Some(QkNorm { qw, qb, kw, kb })
-    } else {
-        None
-    };
-    let unscaled = !opts.fold_attn_scale;
-
-    let o = match opts.attention {
-        AttentionImpl::Standard => {
-            // [.., 3D] → [B, N, 3, H, hd] → [3, B, H, N, hd]: one Transpose for q, k, v.
-            let qkv5 = if opts.flat_tokens {
-                sh.batched(g, &[-1, 3, hi, hdi])
-            } else {
-                g.ints(&[0, 0, 3, hi, hdi])
-            };
-            let qkv = g.op(&sa, "Reshape", &[&qkv, &qkv5], &[]);
-            let qkv = g.op(
-                &sa,
-                "Transpose",
-                &[&qkv],
-                &[("perm", Attr::Ints(vec![2, 0, 3, 1, 4]))],
-            );
-            let (mut q, k, v) = match &qk {
-                Some(n) if opts.merge_qk_norm => {
-                    let sizes = g.ints(&[2, 1]);
-                    let qk_v =
-                        g.op_multi(&sa, "Split", &[&qkv, &sizes], &[("axis", Attr::Int(0))], 2);
-                    let normed = instance_norm_rows(g, &sa, &qk_v[0], hdi, None);
-                    let q_k = g.op_multi(
-                        &sa,
-                        "Split",
-                        &[&normed],
-                        &[("axis", Attr::Int(0)), ("num_outputs", Attr::Int(2))],
-                        2,
-                    );
-                    let q = affine(g, &format!("{sa}/q_norm"), &p, &q_k[0], &n.qw, &n.qb, 1);
-                    (q, q_k[1].clone(), qk_v[1].clone())
-                }
-                qk => {
-                    let parts = g.op_multi(
-                        &sa,
-                        "Split",
-                        &[&qkv],
-                        &[("axis", Attr::Int(0)), ("num_outputs", Attr::Int(3))],
-                        3,
-                    );
-                    let (mut q, mut k) = (parts[0].clone(), parts[1].clone());
-                    if let Some(n) = qk {
-                        (q, k) = separate_qk_norms(g, &sa, &p, n, &q, &k, hd);
-                    }
-                    (q, k, parts[2].clone())
-                }
-            };
-            if unscaled {
-                let sc = g.scalar(attn_scale);
-                q = g.op(&sa, "Mul", &[&q, &sc], &[]);
-            }
-            // q·kᵀ: ORT folds this last-two-axes Transpose into the MatMul.
-            let kt = g.op(
-                &sa,
-                "Transpose",
-                &[&k],
-                &[("perm", Attr::Ints(vec![0, 1, 2, 4, 3]))],
-            );
-            let scores = g.op(&format!("{sa}/scores"), "MatMul", &[&q, &kt], &[]);
-            let probs = g.op(&sa, "Softmax", &[&scores], &[("axis", Attr::Int(-1))]);
-            let o = g.op(&format!("{sa}/context"), "MatMul", &[&probs, &v], &[]);
-            // [1, B, H, N, hd] → [1, B, N, H, hd] → tokens
-            let o = g.op(
-                &sa,
-                "Transpose",
-                &[&o],
-                &[("perm", Attr::Ints(vec![0, 1, 3, 2, 4]))],
-            );
-            let back = if opts.flat_tokens {
-                g.ints(&[-1, di])
-            } else {
-                sh.batched(g, &[-1, di])
-            };
-            g.op(&sa, "Reshape", &[&o, &back], &[])
-        }
-        AttentionImpl::ContribMha => {
-            // com.microsoft.MultiHeadAttention on [B, N, D] q, k, v.
-            let (q, k, v) = match &qk {
-                Some(n) if opts.merge_qk_norm => {
-                    let sizes = g.ints(&[2 * di, di]);
-                    let qk_v =
-                        g.op_multi(&sa, "Split", &[&qkv, &sizes], &[("axis", Attr::Int(-1))], 2);
-                    let back = sh.batched(g, &[-1, 2 * di]);
-                    let normed = instance_norm_rows(g, &sa, &qk_v[0], hdi, Some(&back));
-                    let sizes = g.ints(&[di, di]);
-                    let q_k = g.op_multi(
-                        &sa,
-                        "Split",
-                        &[&normed, &sizes],
-                        &[("axis", Attr::Int(-1))],
-                        2,
-                    );
-                    let q = affine(
-                        g,
-                        &format!("{sa}/q_norm"),
-                        &p,
-                        &q_k[0],
-                        &n.qw,
-                        &n.qb,
-                        dm.heads,
-                    );
-                    let v = if opts.flat_tokens {
-                        let shape = sh.batched(g, &[-1, di]);
-                        g.op(&sa, "Reshape", &[&qk_v[1], &shape], &[])
-                    } else {
-                        qk_v[1].clone()
-                    };
-                    (q, q_k[1].clone(), v)
-                }
-                qk => {
-                    let qkv = if opts.flat_tokens {
-                        let shape = sh.batched(g, &[-1, 3 * di]);
-                        g.op(&sa, "Reshape", &[&qkv, &shape], &[])
-                    } else {
-                        qkv
-                    };
-                    let sizes = g.ints(&[di, di, di]);
-                    let parts =
-                        g.op_multi(&sa, "Split", &[&qkv, &sizes], &[("axis", Attr::Int(-1))], 3);
-                    let (mut q, mut k) = (parts[0].clone(), parts[1].clone());
-                    if let Some(n) = qk {
-                        let (heads4, merge3) = (g.ints(&[0, 0, hi, hdi]), g.ints(&[0, 0, di]));
-                        let q4 = g.op(&sa, "Reshape", &[&q, &heads4], &[]);
-                        let k4 = g.op(&sa, "Reshape", &[&k, &heads4], &[]);
-                        let (q4, k4) = separate_qk_norms(g, &sa, &p, n, &q4, &k4, hd);
-                        q = g.op(&sa, "Reshape", &[&q4, &merge3], &[]);
-                        k = g.op(&sa, "Reshape", &[&k4, &merge3], &[]);
-                    }
-                    (q, k, parts[2].clone())
-                }
-            };
-            let scale = if unscaled { attn_scale } else { 1.0 };
-            let o = g.op_in_domain(
-                &sa,
-                "com.microsoft",
-                "MultiHeadAttention",
-                &[&q, &k, &v],
-                &[
-                    ("num_heads", Attr::Int(dm.heads as i64)),
-                    ("scale", Attr::Float(scale)),
-                ],
-                1,
-            );
-            let o = o.into_iter().next().unwrap_or_default();
-            if opts.flat_tokens {
-                let flat = g.ints(&[-1, di]);
-                g.op(&sa, "Reshape", &[&o, &flat], &[])
-            } else {
-                o
-            }
-        }
-    };
-    let o = linear_scaled(
-        g,
-        &format!("{sa}/proj"),
-        &format!("{p}.attn.proj"),
-        o,
-        t(sd, &format!("{p}.attn.proj.weight"))?,
-        t(sd, &format!("{p}.attn.proj.bias"))?,
-        (d, d),
-        g1,
-        opts.fold_layer_scale,
-    );
-    let x = g.op(&s, "Add", &[&x, &o], &[]);
-
-    // MLP
-    let sm = format!("{s}/mlp");
-    let n2w = g.weight(
-        &format!("{p}.norm2.weight"),
-        &[d],
-        t(sd, &format!("{p}.norm2.weight"))?,
-    );
-    let n2b = g.weight(
-        &format!("{p}.norm2.bias"),
-        &[d],
-        t(sd, &format!("{p}.norm2.bias"))?,
-    );
-    let pool = last && opts.pool_before_last_fc2;
-    // With early pooling the last MLP only sees the patch tokens, [B, N-1, D].
-    let x = if pool {
-        patch_tokens(g, sh, &sm, &x, d, opts)
-    } else {
-        x
-    };
-    let h = layer_norm(g, &format!("{s}/norm2"), &x, &n2w, &n2b);
-    let h = linear_scaled(
-        g,
-        &format!("{sm}/fc1"),
-        &format!("{p}.mlp.fc1"),
-        h,
-        t(sd, &format!("{p}.mlp.fc1.weight"))?,
-        t(sd, &format!("{p}.mlp.fc1.bias"))?,
-        (4 * d, d),
-        None,
-        false,
-    );
-    let mut h = g.op(&sm, "Gelu", &[&h], &[]);
-    let mut x = x;
-    if pool {
-        let one = g.ints(&[1]);
-        h = g.op(
-            &sm,
-            "ReduceMean",
-            &[&h, &one],
-            &[("keepdims", Attr::Int(0))],
-        );
-        x = g.op(
-            &sm,
-            "ReduceMean",
-            &[&x, &one],
-            &[("keepdims", Attr::Int(0))],
-        );
+        Ok(Some(QkNorm { qw, qb, kw, kb }))
     }
-    let h = linear_scaled(
-        g,
-        &format!("{sm}/fc2"),
-        &format!("{p}.mlp.fc2"),
-        h,
-        t(sd, &format!("{p}.mlp.fc2.weight"))?,
-        t(sd, &format!("{p}.mlp.fc2.bias"))?,
-        (d, 4 * d),
-        g2,
-        opts.fold_layer_scale,
-    );
-    Ok(g.op(&s, "Add", &[&x, &h], &[]))
+
+    /// Attention from standard ONNX operators on `[3, B, H, N, hd]` q, k, v.
+    fn standard_attention(&mut self, sa: &str, qkv: String, qk: Option<&QkNorm>) -> String {
+        let (g, opts) = (&mut *self.g, self.opts);
+        let (hi, hdi, di) = (self.dm.heads as i64, self.dm.hd as i64, self.dm.d as i64);
+        let attn = self.w.pp("attn");
+        // [.., 3D] → [B, N, 3, H, hd] → [3, B, H, N, hd]: one Transpose for q, k, v.
+        let qkv5 = if opts.flat_tokens {
+            self.sh.batched(g, &[-1, 3, hi, hdi])
+        } else {
+            g.ints(&[0, 0, 3, hi, hdi])
+        };
+        let qkv = g.op(sa, "Reshape", &[&qkv, &qkv5], &[]);
+        let qkv = g.op(
+            sa,
+            "Transpose",
+            &[&qkv],
+            &[("perm", Attr::Ints(vec![2, 0, 3, 1, 4]))],
+        );
+        let (mut q, k, v) = match qk {
+            Some(n) if opts.merge_qk_norm => {
+                let sizes = g.ints(&[2, 1]);
+                let qk_v = g.op_multi(sa, "Split", &[&qkv, &sizes], &[("axis", Attr::Int(0))], 2);
+                let normed = instance_norm_rows(g, sa, &qk_v[0], hdi, None);
+                let q_k = g.op_multi(
+                    sa,
+                    "Split",
+                    &[&normed],
+                    &[("axis", Attr::Int(0)), ("num_outputs", Attr::Int(2))],
+                    2,
+                );
+                let q = affine(g, &format!("{sa}/q_norm"), &attn, &q_k[0], &n.qw, &n.qb, 1);
+                (q, q_k[1].clone(), qk_v[1].clone())
+            }
+            qk => {
+                let parts = g.op_multi(
+                    sa,
+                    "Split",
+                    &[&qkv],
+                    &[("axis", Attr::Int(0)), ("num_outputs", Attr::Int(3))],
+                    3,
+                );
+                let (mut q, mut k) = (parts[0].clone(), parts[1].clone());
+                if let Some(n) = qk {
+                    (q, k) = separate_qk_norms(g, sa, &attn, n, &q, &k, self.dm.hd);
+                }
+                (q, k, parts[2].clone())
+            }
+        };
+        if !opts.fold_attn_scale {
+            let sc = g.scalar(self.dm.attn_scale);
+            q = g.op(sa, "Mul", &[&q, &sc], &[]);
+        }
+        // q·kᵀ: ORT folds this last-two-axes Transpose into the MatMul.
+        let kt = g.op(
+            sa,
+            "Transpose",
+            &[&k],
+            &[("perm", Attr::Ints(vec![0, 1, 2, 4, 3]))],
+        );
+        let scores = g.op(&format!("{sa}/scores"), "MatMul", &[&q, &kt], &[]);
+        let probs = g.op(sa, "Softmax", &[&scores], &[("axis", Attr::Int(-1))]);
+        let o = g.op(&format!("{sa}/context"), "MatMul", &[&probs, &v], &[]);
+        // [1, B, H, N, hd] → [1, B, N, H, hd] → tokens
+        let o = g.op(
+            sa,
+            "Transpose",
+            &[&o],
+            &[("perm", Attr::Ints(vec![0, 1, 3, 2, 4]))],
+        );
+        let back = if opts.flat_tokens {
+            g.ints(&[-1, di])
+        } else {
+            self.sh.batched(g, &[-1, di])
+        };
+        g.op(sa, "Reshape", &[&o, &back], &[])
+    }
+
+    /// Attention as `com.microsoft.MultiHeadAttention` on `[B, N, D]` q, k, v.
+    fn contrib_mha(
+        &mut self,
+        sa: &str,
+        qkv: String,
+        qk: Option<&QkNorm>,
+    ) -> Result<String, ExportError> {
+        let (g, opts) = (&mut *self.g, self.opts);
+        let (hi, hdi, di) = (self.dm.heads as i64, self.dm.hd as i64, self.dm.d as i64);
+        let attn = self.w.pp("attn");
+        let (q, k, v) = match qk {
+            Some(n) if opts.merge_qk_norm => {
+                let sizes = g.ints(&[2 * di, di]);
+                let qk_v = g.op_multi(sa, "Split", &[&qkv, &sizes], &[("axis", Attr::Int(-1))], 2);
+                let back = self.sh.batched(g, &[-1, 2 * di]);
+                let normed = instance_norm_rows(g, sa, &qk_v[0], hdi, Some(&back));
+                let sizes = g.ints(&[di, di]);
+                let q_k = g.op_multi(
+                    sa,
+                    "Split",
+                    &[&normed, &sizes],
+                    &[("axis", Attr::Int(-1))],
+                    2,
+                );
+                let q = affine(
+                    g,
+                    &format!("{sa}/q_norm"),
+                    &attn,
+                    &q_k[0],
+                    &n.qw,
+                    &n.qb,
+                    self.dm.heads,
+                );
+                let v = if opts.flat_tokens {
+                    let shape = self.sh.batched(g, &[-1, di]);
+                    g.op(sa, "Reshape", &[&qk_v[1], &shape], &[])
+                } else {
+                    qk_v[1].clone()
+                };
+                (q, q_k[1].clone(), v)
+            }
+            qk => {
+                let qkv = if opts.flat_tokens {
+                    let shape = self.sh.batched(g, &[-1, 3 * di]);
+                    g.op(sa, "Reshape", &[&qkv, &shape], &[])
+                } else {
+                    qkv
+                };
+                let sizes = g.ints(&[di, di, di]);
+                let parts = g.op_multi(sa, "Split", &[&qkv, &sizes], &[("axis", Attr::Int(-1))], 3);
+                let (mut q, mut k) = (parts[0].clone(), parts[1].clone());
+                if let Some(n) = qk {
+                    let (heads4, merge3) = (g.ints(&[0, 0, hi, hdi]), g.ints(&[0, 0, di]));
+                    let q4 = g.op(sa, "Reshape", &[&q, &heads4], &[]);
+                    let k4 = g.op(sa, "Reshape", &[&k, &heads4], &[]);
+                    let (q4, k4) = separate_qk_norms(g, sa, &attn, n, &q4, &k4, self.dm.hd);
+                    q = g.op(sa, "Reshape", &[&q4, &merge3], &[]);
+                    k = g.op(sa, "Reshape", &[&k4, &merge3], &[]);
+                }
+                (q, k, parts[2].clone())
+            }
+        };
+        let scale = if opts.fold_attn_scale {
+            1.0
+        } else {
+            self.dm.attn_scale
+        };
+        let outputs = g.op_in_domain(
+            sa,
+            "com.microsoft",
+            "MultiHeadAttention",
+            &[&q, &k, &v],
+            &[
+                ("num_heads", Attr::Int(self.dm.heads as i64)),
+                ("scale", Attr::Float(scale)),
+            ],
+            1,
+        );
+        let o = outputs.into_iter().next().ok_or_else(|| {
+            ExportError::Internal("MultiHeadAttention node made without an output".into())
+        })?;
+        Ok(if opts.flat_tokens {
+            let flat = g.ints(&[-1, di]);
+            g.op(sa, "Reshape", &[&o, &flat], &[])
+        } else {
+            o
+        })
+    }
+
+    /// `x + γ2·fc2(gelu(fc1(norm2(x))))`; with early pooling (`last` and
+    /// `pool_before_last_fc2`) on the patch tokens, averaged before fc2.
+    fn mlp(&mut self, x: String, last: bool, gamma: Option<&[f32]>) -> Result<String, ExportError> {
+        let (d, opts) = (self.dm.d, self.opts);
+        let sm = format!("{}/mlp", self.scope);
+        let (n2w, n2b) = self.norm_weights("norm2")?;
+        let pool = last && opts.pool_before_last_fc2;
+        // With early pooling the last MLP only sees the patch tokens, [B, N-1, D].
+        let mut x = if pool {
+            patch_tokens(self.g, self.sh, &sm, &x, d, opts)
+        } else {
+            x
+        };
+        let h = layer_norm(self.g, &format!("{}/norm2", self.scope), &x, &n2w, &n2b);
+        let mlp = self.w.pp("mlp");
+        let fc1 = &mlp.pp("fc1");
+        let h = linear_scaled(
+            self.g,
+            &format!("{sm}/fc1"),
+            fc1,
+            h,
+            (4 * d, d),
+            None,
+            false,
+        )?;
+        let mut h = self.g.op(&sm, "Gelu", &[&h], &[]);
+        if pool {
+            let one = self.g.ints(&[1]);
+            let mean = [("keepdims", Attr::Int(0))];
+            h = self.g.op(&sm, "ReduceMean", &[&h, &one], &mean);
+            x = self.g.op(&sm, "ReduceMean", &[&x, &one], &mean);
+        }
+        let h = linear_scaled(
+            self.g,
+            &format!("{sm}/fc2"),
+            &mlp.pp("fc2"),
+            h,
+            (d, 4 * d),
+            gamma,
+            opts.fold_layer_scale,
+        )?;
+        Ok(self.g.op(&self.scope, "Add", &[&x, &h], &[]))
+    }
 }
 
 /// The per-head q/k LayerNorm parameters of one block (q's already carrying what
@@ -834,20 +896,21 @@ struct QkNorm {
     kb: Vec<f32>,
 }
 
-/// q and k each through its own `LayerNormalization` over the last (head) axis.
+/// q and k each through its own `LayerNormalization` over the last (head) axis; `attn`
+/// names the graph's copies of the parameters.
 fn separate_qk_norms(
     g: &mut GraphBuilder,
     scope: &str,
-    p: &str,
+    attn: &Weights,
     n: &QkNorm,
     q: &str,
     k: &str,
     hd: usize,
 ) -> (String, String) {
-    let qw = g.weight(&format!("{p}.attn.q_norm.weight_folded"), &[hd], &n.qw);
-    let qb = g.weight(&format!("{p}.attn.q_norm.bias_folded"), &[hd], &n.qb);
-    let kw = g.weight(&format!("{p}.attn.k_norm.weight"), &[hd], &n.kw);
-    let kb = g.weight(&format!("{p}.attn.k_norm.bias"), &[hd], &n.kb);
+    let qw = g.weight(&attn.name("q_norm.weight_folded"), &[hd], &n.qw);
+    let qb = g.weight(&attn.name("q_norm.bias_folded"), &[hd], &n.qb);
+    let kw = g.weight(&attn.name("k_norm.weight"), &[hd], &n.kw);
+    let kb = g.weight(&attn.name("k_norm.bias"), &[hd], &n.kb);
     (
         layer_norm(g, &format!("{scope}/q_norm"), q, &qw, &qb),
         layer_norm(g, &format!("{scope}/k_norm"), k, &kw, &kb),
@@ -883,11 +946,12 @@ fn instance_norm_rows(
     g.op(scope, "Reshape", &[&n, &shape], &[])
 }
 
-/// `x ⊙ w + b` over the last axis, with `w`/`b` (one head's worth) tiled `tiles` times.
+/// `x ⊙ w + b` over the last axis, with `w`/`b` (one head's worth) tiled `tiles` times;
+/// `attn` names the graph's copies.
 fn affine(
     g: &mut GraphBuilder,
     scope: &str,
-    p: &str,
+    attn: &Weights,
     x: &str,
     w: &[f32],
     b: &[f32],
@@ -896,8 +960,8 @@ fn affine(
     let tile =
         |v: &[f32]| -> Vec<f32> { v.iter().copied().cycle().take(v.len() * tiles).collect() };
     let n = w.len() * tiles;
-    let w = g.weight(&format!("{p}.attn.q_norm.weight_merged"), &[n], &tile(w));
-    let b = g.weight(&format!("{p}.attn.q_norm.bias_merged"), &[n], &tile(b));
+    let w = g.weight(&attn.name("q_norm.weight_merged"), &[n], &tile(w));
+    let b = g.weight(&attn.name("q_norm.bias_merged"), &[n], &tile(b));
     let y = g.op(scope, "Mul", &[x, &w], &[]);
     g.op(scope, "Add", &[&y, &b], &[])
 }
@@ -921,39 +985,36 @@ fn patch_tokens(
     g.op(scope, "Slice", &[&x3, &one, &end, &one], &[])
 }
 
-/// `y = x·Wᵀ + b`, optionally times a layer-scale `gamma`: folded into the weights
-/// (`fold`) or as a separate `Mul`.
-#[allow(clippy::too_many_arguments)]
+/// `y = x·Wᵀ + b` with the `weight` and `bias` under `w`, optionally times a
+/// layer-scale `gamma`: folded into the weights (`fold`) or as a separate `Mul`.
 fn linear_scaled(
     g: &mut GraphBuilder,
     scope: &str,
-    param: &str,
+    w: &Weights,
     x: String,
-    weight: &[f32],
-    bias: &[f32],
     (out, inp): (usize, usize),
     gamma: Option<&[f32]>,
     fold: bool,
-) -> String {
-    let mut wt = transposed(weight, out, inp);
-    let mut b = bias.to_vec();
+) -> Result<String, ExportError> {
+    let mut wt = transposed(w.get("weight")?, out, inp);
+    let mut b = w.get("bias")?.to_vec();
     if let (Some(gm), true) = (gamma, fold) {
         for row in wt.chunks_mut(out) {
             row.iter_mut().zip(gm).for_each(|(w, g)| *w *= g);
         }
         b.iter_mut().zip(gm).for_each(|(v, g)| *v *= g);
     }
-    let wt = g.weight(&format!("{param}.weight_t"), &[inp, out], &wt);
-    let bn = g.weight(&format!("{param}.bias"), &[out], &b);
+    let wt = g.weight(&w.name("weight_t"), &[inp, out], &wt);
+    let bn = g.weight(&w.name("bias"), &[out], &b);
     let y = g.op(scope, "MatMul", &[&x, &wt], &[]);
     let y = g.op(scope, "Add", &[&y, &bn], &[]);
-    match (gamma, fold) {
+    Ok(match (gamma, fold) {
         (Some(gm), false) => {
-            let gname = g.weight(&format!("{param}.gamma"), &[out], gm);
+            let gname = g.weight(&w.name("gamma"), &[out], gm);
             g.op(scope, "Mul", &[&y, &gname], &[])
         }
         _ => y,
-    }
+    })
 }
 
 #[cfg(test)]
