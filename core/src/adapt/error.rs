@@ -33,6 +33,8 @@ pub enum AdaptError {
     NonFinite,
     #[error("a window ending at {end_s:.3} s arrived after one ending at {last_s:.3} s: feed windows in time order")]
     OutOfOrder { end_s: f64, last_s: f64 },
+    #[error("calibration incomplete: no `{class}` block: the session needs a `{class}` marker then {want_s:.0} s of `{class}` before it can classify")]
+    CalibrationMissing { class: String, want_s: f64 },
     #[error("calibration incomplete: class `{class}` has {got_s:.1} s of the {want_s:.1} s asked; record a longer `{class}` block after its marker, or ask for less (calibration_s / --holdout {class}={got_floor})")]
     CalibrationShort {
         class: String,

@@ -394,6 +394,12 @@ impl Session {
                     .find(|&k| c.got_s(k) < c.want_s[k] - EPS)
                     .unwrap_or(0);
                 let got_s = c.got_s(k);
+                if got_s <= EPS {
+                    return Err(AdaptError::CalibrationMissing {
+                        class: self.spec.classes[k].clone(),
+                        want_s: c.want_s[k],
+                    });
+                }
                 Err(AdaptError::CalibrationShort {
                     class: self.spec.classes[k].clone(),
                     got_s,

@@ -268,6 +268,12 @@ fn bad_calibration_input_is_a_clear_error() {
             && msg.contains("--holdout arithmetic=8"),
         "{msg}"
     );
+    // No task block at all: says the session needs one.
+    let mut only_rest = Session::new(spec(calibration_protocol())).expect("new");
+    run(&mut only_rest, &person(40.0, 0.0, 0.0, 6), 60.0);
+    let e = only_rest.finish().unwrap_err();
+    assert!(matches!(e, AdaptError::CalibrationMissing { .. }), "{e}");
+    assert!(e.to_string().contains("no `arithmetic` block"), "{e}");
     // A baseline longer than the session.
     let mut b = Session::new(spec(Protocol::baseline(120.0))).expect("new");
     run(&mut b, &w, 60.0);

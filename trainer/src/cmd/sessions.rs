@@ -241,7 +241,11 @@ pub fn run(
         println!("{prefix}windows: {}", all.labels.len());
         println!("{prefix}balanced accuracy: {:.4}", all.balanced_accuracy()?);
         match all.auroc() {
-            Some(r) => println!("{prefix}auroc: {:.4}", r?),
+            Some(Ok(v)) => println!("{prefix}auroc: {v:.4}"),
+            Some(Err(e)) => {
+                println!("{prefix}auroc: undefined");
+                eprintln!("{prefix}auroc is undefined: {e}");
+            }
             None => println!("{prefix}auroc: n/a (more than two classes)"),
         }
     }

@@ -42,13 +42,13 @@ pub enum SessionError {
     Holdout { spec: String, message: String },
     #[error("{file}: {message}")]
     Recording { file: String, message: String },
-    #[error("session {session}: {source}")]
+    #[error("session {session}")]
     Adapt {
         session: String,
         #[source]
         source: AdaptError,
     },
-    #[error("session {session}: {source}")]
+    #[error("session {session}")]
     Features {
         session: String,
         #[source]
@@ -232,7 +232,8 @@ pub fn stream(name: &str, blocks: &[Block], layout: &Layout) -> Result<Streamed,
         file: raws[0].1.clone(),
         message: e,
     };
-    let data = labram_core::dsp::preprocess(&signals, rate, &pre).map_err(|e| setup(e.to_string()))?;
+    let data =
+        labram_core::dsp::preprocess(&signals, rate, &pre).map_err(|e| setup(e.to_string()))?;
     let ratio = labram_core::dsp::design::rational_ratio(rate, SAMPLE_RATE_HZ)
         .map_err(|e| setup(e.to_string()))?;
     let hop_frames = (layout.hop_s * rate).round().max(1.0) as u64;
@@ -536,6 +537,9 @@ pub fn evaluate_protocol(
     mode: Mode,
     opts: &ProtocolOptions,
 ) -> Result<Vec<Scores>, SessionError> {
+    if mode == Mode::Calibration {
+        check_calibration_spans(opts)?;
+    }
     test.iter()
         .map(|sf| {
             if mode == Mode::Baseline {
@@ -553,6 +557,19 @@ pub fn evaluate_protocol(
             )
         })
         .collect()
+}
+
+/// Calibration learns from the holdout spans: each class needs one window's worth.
+fn check_calibration_spans(opts: &ProtocolOptions) -> Result<(), SessionError> {
+    for (class, &h) in opts.classes.iter().zip(&opts.holdout_s) {
+        if h + EPS < opts.window_s {
+            return Err(SessionError::Setup(format!(
+                "--holdout {class}={h} is shorter than one window ({} s): calibration learns from the holdout spans; give every class at least {} s",
+                opts.window_s, opts.window_s
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The baseline must lie inside the first holdout span, or it would learn
