@@ -267,6 +267,8 @@ impl Setup<'_> {
         self.cfg.init.as_deref().filter(|_| !self.resuming)
     }
 
+    /// Fine-tuning: the labelled splits (their classes must match the head), the
+    /// classifier, optional class weights.
     fn finetune(&self, f: &FinetuneRun, run_opts: RunOptions) -> Result<Outcome, SessionError> {
         let (cfg, device) = (self.cfg, self.device);
         let splits = dataset_windows(&f.data, true)?;
@@ -310,6 +312,7 @@ impl Setup<'_> {
         Ok(runner::run(&mut s, cfg, run_opts)?)
     }
 
+    /// Masked EEG modeling: unlabelled windows, the frozen tokenizer, the MEM network.
     fn pretrain(&self, p: &PretrainRun, run_opts: RunOptions) -> Result<Outcome, SessionError> {
         let (cfg, device) = (self.cfg, self.device);
         let (train, val) = unlabelled_windows(&p.data)?;
@@ -333,6 +336,7 @@ impl Setup<'_> {
         Ok(runner::run(&mut s, cfg, run_opts)?)
     }
 
+    /// VQ-NSP tokenizer training on unlabelled windows.
     fn tokenizer(&self, t: &TokenizerRun, run_opts: RunOptions) -> Result<Outcome, SessionError> {
         let (cfg, device) = (self.cfg, self.device);
         let (train, val) = unlabelled_windows(&t.data)?;
