@@ -8,7 +8,7 @@
 //! * Tokenizer: mean squared errors, in [`crate::model`] next to the quantizer.
 use tch::{Kind, Reduction, Tensor};
 
-/// Label-smoothing cross-entropy over `logits` [B, K] and class ids `target` [B] (i64).
+/// Label-smoothing cross-entropy over `logits` `[B, K]` and class ids `target` `[B]` (i64).
 /// `smoothing = 0` is the plain cross-entropy.
 pub fn label_smoothing_ce(logits: &Tensor, target: &Tensor, smoothing: f64) -> Tensor {
     let logprobs = logits.log_softmax(-1, Kind::Float);
@@ -22,7 +22,7 @@ pub fn label_smoothing_ce(logits: &Tensor, target: &Tensor, smoothing: f64) -> T
     ((1.0 - smoothing) * nll + smoothing * smooth).mean(Kind::Float)
 }
 
-/// BCE with logits for a single-logit head: `logits` [B, 1], `target` [B] class ids.
+/// BCE with logits for a single-logit head: `logits` `[B, 1]`, `target` `[B]` class ids.
 pub fn bce_single_logit(logits: &Tensor, target: &Tensor) -> Tensor {
     let t = target.to_kind(Kind::Float).unsqueeze(-1);
     logits.binary_cross_entropy_with_logits::<Tensor>(&t, None, None, Reduction::Mean)
@@ -38,7 +38,7 @@ pub fn classification_loss(logits: &Tensor, target: &Tensor, smoothing: f64) -> 
     }
 }
 
-/// [`classification_loss`] with a weight per class (`class_weights` [K], f32): the
+/// [`classification_loss`] with a weight per class (`class_weights` `[K]`, f32): the
 /// per-sample losses are averaged with weights `w[y]`, `Σ w[yᵢ]·lᵢ / Σ w[yᵢ]`, as
 /// torch's weighted cross-entropy averages. Not part of the official recipe: an option
 /// for imbalanced tasks whose selection metric is the balanced accuracy.
@@ -96,7 +96,7 @@ pub fn masked_code_loss(
     )
 }
 
-/// Top-1 accuracy of `logits` [n, K] against ids `labels` [n], as a 0-d tensor.
+/// Top-1 accuracy of `logits` `[n, K]` against ids `labels` `[n]`, as a 0-d tensor.
 pub fn accuracy(logits: &Tensor, labels: &Tensor) -> Tensor {
     logits
         .detach()
