@@ -270,6 +270,79 @@ pub struct MetricsConfig {
     pub listen: SocketAddr,
 }
 
+/// What a session adapts (`adaptation.features`): the model's logits, the log
+/// band power of the window (`labram_core::adapt::LogBandPower`), or both side by
+/// side (band power first, as `labram-trainer evaluate --features both`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeatureKind {
+    Logits,
+    Bandpower,
+    Both,
+}
+
+impl FeatureKind {
+    pub const ALL: [FeatureKind; 3] = [
+        FeatureKind::Logits,
+        FeatureKind::Bandpower,
+        FeatureKind::Both,
+    ];
+
+    /// The name used in configs and by `labram-trainer evaluate --features`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeatureKind::Logits => "logits",
+            FeatureKind::Bandpower => "bandpower",
+            FeatureKind::Both => "both",
+        }
+    }
+}
+
+/// The LSL marker stream that labels calibration blocks (`adaptation.markers`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MarkerInputConfig {
+    pub name: Option<String>,
+    pub stream_type: Option<String>,
+    pub source_id: Option<String>,
+    pub resolve_timeout_s: f64,
+}
+
+impl MarkerInputConfig {
+    /// The LSL resolve predicate (XPath) for the configured name / type / source_id.
+    pub fn predicate(&self) -> String {
+        let mut parts = Vec::new();
+        for (key, v) in [
+            ("name", &self.name),
+            ("type", &self.stream_type),
+            ("source_id", &self.source_id),
+        ] {
+            if let Some(v) = v {
+                parts.push(format!("{key}='{}'", v.replace('\'', "")));
+            }
+        }
+        parts.join(" and ")
+    }
+}
+
+/// How the daemon adapts to the wearer (`adaptation:`; absent = no adaptation,
+/// the model's own softmax as before issue 17). The protocols themselves are
+/// `labram_core::adapt`, the code `labram-trainer evaluate --adaptation` runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdaptationConfig {
+    pub mode: labram_core::adapt::Mode,
+    /// `baseline`: seconds of unlabelled rest at the session start.
+    pub baseline_s: f64,
+    /// `calibration`: the marker stream naming each block's class.
+    pub markers: Option<MarkerInputConfig>,
+    /// `calibration`: seconds asked per class, in the order written.
+    pub calibration_s: Vec<(String, f64)>,
+    /// Where the learned state is written, and read back at start.
+    pub state: Option<PathBuf>,
+    /// A head trained on other people (`labram_core::adapt::PopulationModel` as YAML).
+    pub population: Option<PathBuf>,
+    /// `None`: as the population head was trained, else the model's logits.
+    pub features: Option<FeatureKind>,
+}
+
 /// A checked daemon configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -279,6 +352,7 @@ pub struct Config {
     pub preprocessing: PreprocessingConfig,
     pub output: OutputConfig,
     pub metrics: MetricsConfig,
+    pub adaptation: Option<AdaptationConfig>,
 }
 
 // ---- raw serde layer -------------------------------------------------------------
@@ -286,7 +360,7 @@ pub struct Config {
 #[derive(Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with the sections input, model, window, preprocessing, output, metrics"
+    expecting = "a mapping with the sections input, model, window, preprocessing, output, metrics, adaptation"
 )]
 struct RawConfig {
     input: RawInput,
@@ -299,6 +373,41 @@ struct RawConfig {
     output: RawOutput,
     #[serde(default)]
     metrics: RawMetrics,
+    adaptation: Option<RawAdaptation>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with mode, baseline_s, markers, calibration_s, state, population, features"
+)]
+struct RawAdaptation {
+    mode: Option<String>,
+    #[serde(default = "default_baseline_s")]
+    baseline_s: f64,
+    markers: Option<RawMarkers>,
+    calibration_s: Option<Value>,
+    state: Option<PathBuf>,
+    population: Option<PathBuf>,
+    features: Option<String>,
+}
+
+fn default_baseline_s() -> f64 {
+    60.0
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with name / type / source_id, resolve_timeout_s"
+)]
+struct RawMarkers {
+    name: Option<String>,
+    #[serde(rename = "type")]
+    stream_type: Option<String>,
+    source_id: Option<String>,
+    #[serde(default = "default_resolve_timeout")]
+    resolve_timeout_s: f64,
 }
 
 #[derive(Deserialize)]
@@ -730,6 +839,140 @@ impl Checker<'_> {
         })?;
         Ok(MetricsConfig { listen })
     }
+
+    fn adaptation(&self, raw: RawAdaptation) -> Result<AdaptationConfig, ConfigError> {
+        use labram_core::adapt::Mode;
+        let mode_text = raw.mode.ok_or_else(|| {
+            self.bad(
+                "adaptation.mode",
+                "missing",
+                "give none, baseline or calibration (or leave the whole adaptation section out)",
+            )
+        })?;
+        let mode: Mode = mode_text.parse().map_err(|_| {
+            self.bad(
+                "adaptation.mode",
+                format!("{mode_text:?}"),
+                "use none, baseline (an unlabelled rest baseline) or calibration (labelled blocks named by markers)",
+            )
+        })?;
+        let baseline_s = self.positive(
+            "adaptation.baseline_s",
+            raw.baseline_s,
+            "give the seconds of rest at the session start, e.g. 60",
+        )?;
+        let features = raw
+            .features
+            .map(|f| {
+                FeatureKind::ALL
+                    .into_iter()
+                    .find(|k| k.as_str().eq_ignore_ascii_case(f.trim()))
+                    .ok_or_else(|| {
+                        self.bad(
+                            "adaptation.features",
+                            format!("{f:?}"),
+                            "use logits (the model's), bandpower (log band power) or both",
+                        )
+                    })
+            })
+            .transpose()?;
+        let markers = raw
+            .markers
+            .map(|m| -> Result<MarkerInputConfig, ConfigError> {
+                let m = MarkerInputConfig {
+                    name: self.nonempty("adaptation.markers.name", m.name)?,
+                    stream_type: self.nonempty("adaptation.markers.type", m.stream_type)?,
+                    source_id: self.nonempty("adaptation.markers.source_id", m.source_id)?,
+                    resolve_timeout_s: self.positive(
+                        "adaptation.markers.resolve_timeout_s",
+                        m.resolve_timeout_s,
+                        "give the seconds to wait for the marker stream, e.g. 10",
+                    )?,
+                };
+                if m.name.is_none() && m.stream_type.is_none() && m.source_id.is_none() {
+                    return Err(self.bad(
+                        "adaptation.markers",
+                        "{}",
+                        "name the marker stream: {name: MyMarkers} (or type / source_id)",
+                    ));
+                }
+                Ok(m)
+            })
+            .transpose()?;
+        let mut calibration_s = Vec::new();
+        match raw.calibration_s {
+            None | Some(Value::Null) => {}
+            Some(Value::Mapping(m)) => {
+                for (k, v) in m {
+                    let class = match &k {
+                        Value::String(s) if !s.trim().is_empty() => s.trim().to_string(),
+                        other => {
+                            return Err(self.bad(
+                                "adaptation.calibration_s",
+                                show(other),
+                                "name each class as the model card does, e.g. {rest: 60, arithmetic: 20}",
+                            ))
+                        }
+                    };
+                    let key = format!("adaptation.calibration_s.{class}");
+                    let secs = v.as_f64().ok_or_else(|| {
+                        self.bad(
+                            &key,
+                            show(&v),
+                            "give the seconds of this class's calibration, e.g. 60",
+                        )
+                    })?;
+                    calibration_s.push((
+                        class,
+                        self.positive(
+                            &key,
+                            secs,
+                            "give the seconds of this class's calibration, e.g. 60",
+                        )?,
+                    ));
+                }
+            }
+            Some(other) => {
+                return Err(self.bad(
+                    "adaptation.calibration_s",
+                    show(&other),
+                    "give seconds per class, e.g. {rest: 60, arithmetic: 20}",
+                ))
+            }
+        }
+        if mode == Mode::Calibration {
+            if markers.is_none() {
+                return Err(self.bad(
+                    "adaptation.markers",
+                    "missing",
+                    "calibration needs the LSL marker stream that names each block's class: markers: {name: MyMarkers}",
+                ));
+            }
+            if calibration_s.is_empty() {
+                return Err(self.bad(
+                    "adaptation.calibration_s",
+                    "missing",
+                    "calibration needs the seconds asked per class, e.g. calibration_s: {rest: 60, arithmetic: 20}",
+                ));
+            }
+        }
+        if mode == Mode::Baseline && raw.population.is_none() {
+            return Err(self.bad(
+                "adaptation.population",
+                "missing",
+                "baseline re-centres features before a head trained on other people's re-centred features: give its file (labram_core::adapt::PopulationModel YAML), or use calibration",
+            ));
+        }
+        Ok(AdaptationConfig {
+            mode,
+            baseline_s,
+            markers,
+            calibration_s,
+            state: raw.state,
+            population: raw.population,
+            features,
+        })
+    }
 }
 
 impl Config {
@@ -762,6 +1005,7 @@ impl Config {
             preprocessing: c.preprocessing(raw.preprocessing)?,
             output: c.output(raw.output)?,
             metrics: c.metrics(raw.metrics)?,
+            adaptation: raw.adaptation.map(|a| c.adaptation(a)).transpose()?,
         })
     }
 }
@@ -1014,5 +1258,69 @@ metrics: {listen: "127.0.0.1:9464"}
         assert_eq!(Unit::parse_metadata("V"), Some(Unit::Volt));
         assert_eq!(Unit::parse_metadata("counts"), None);
         assert_eq!(Unit::Millivolt.to_microvolts(), Some(1000.0));
+    }
+
+    #[test]
+    fn adaptation_keys_parse_and_errors_name_the_fix() {
+        use labram_core::adapt::Mode;
+        let base = "input: {name: a}\nmodel: {path: m.onnx}\n";
+        assert_eq!(parse(base).unwrap().adaptation, None);
+        let c = parse(&format!(
+            "{base}adaptation:\n  mode: calibration\n  markers: {{name: MyMarkers}}\n  calibration_s: {{rest: 60, arithmetic: 20}}\n  state: sessions/w.yaml\n  features: both\n"
+        ))
+        .unwrap();
+        let a = c.adaptation.unwrap();
+        assert_eq!(a.mode, Mode::Calibration);
+        assert_eq!(a.baseline_s, 60.0);
+        assert_eq!(
+            a.calibration_s,
+            vec![("rest".to_string(), 60.0), ("arithmetic".to_string(), 20.0)]
+        );
+        assert_eq!(a.markers.unwrap().predicate(), "name='MyMarkers'");
+        assert_eq!(a.state, Some(PathBuf::from("sessions/w.yaml")));
+        assert_eq!(a.features, Some(FeatureKind::Both));
+        let c = parse(&format!(
+            "{base}adaptation: {{mode: baseline, baseline_s: 30, population: p.yaml}}\n"
+        ))
+        .unwrap();
+        let a = c.adaptation.unwrap();
+        assert_eq!((a.mode, a.baseline_s), (Mode::Baseline, 30.0));
+        assert_eq!(a.population, Some(PathBuf::from("p.yaml")));
+        for (text, want) in [
+            (
+                "{mode: sometimes}",
+                "`adaptation.mode` is \"sometimes\": use none, baseline",
+            ),
+            ("{baseline_s: 60}", "`adaptation.mode` is missing"),
+            ("{mode: baseline}", "`adaptation.population` is missing"),
+            (
+                "{mode: baseline, population: p.yaml, baseline_s: 0}",
+                "`adaptation.baseline_s` is 0",
+            ),
+            (
+                "{mode: calibration, calibration_s: {rest: 60}}",
+                "`adaptation.markers` is missing",
+            ),
+            (
+                "{mode: calibration, markers: {name: M}}",
+                "`adaptation.calibration_s` is missing",
+            ),
+            (
+                "{mode: calibration, markers: {name: M}, calibration_s: {rest: -1}}",
+                "`adaptation.calibration_s.rest` is -1",
+            ),
+            (
+                "{mode: calibration, markers: {}, calibration_s: {rest: 1}}",
+                "name the marker stream",
+            ),
+            (
+                "{mode: none, features: pixels}",
+                "use logits (the model's), bandpower",
+            ),
+            ("{mode: none, bogus: 1}", "unknown field `bogus`"),
+        ] {
+            let e = err(&format!("{base}adaptation: {text}\n"));
+            assert!(e.contains(want), "{text}: {e}");
+        }
     }
 }

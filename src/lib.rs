@@ -10,15 +10,19 @@
 //! * [`acquisition`]: the LSL inlet thread (timestamp post-processing, gaps,
 //!   reconnects) → lock-free ring.
 //! * [`publish`]: the LSL outlets (probabilities, markers).
+//! * [`adaptation`], [`markers`]: the session adaptation of `labram_core::adapt`
+//!   driven live (session time, calibration markers, the state file).
 //! * [`metrics`]: Prometheus metrics, `/metrics` and `/healthz`.
 //! * [`replay`]: a recording streamed as an LSL outlet (demo source, test tool).
 //!
 //! It never links libtorch: models arrive as ONNX files with their card.
 
-pub use labram_core::{card, dsp, electrodes, inference, recording, window};
+pub use labram_core::{adapt, card, dsp, electrodes, inference, recording, window};
 
 pub mod acquisition;
+pub mod adaptation;
 pub mod config;
+pub mod markers;
 pub mod metrics;
 pub mod publish;
 pub mod replay;

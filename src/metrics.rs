@@ -19,7 +19,6 @@ use prometheus::{
 /// Why a window was not classified (defined beside the window stage in labram-core).
 pub use labram_core::window::DropReason;
 
-
 /// Every series the daemon exports.
 #[derive(Clone)]
 pub struct Metrics {
@@ -44,8 +43,16 @@ pub struct Metrics {
     pub nonfinite_values: IntCounter,
     pub time_correction: Gauge,
     pub cuda_fallback: IntGauge,
+    /// Seconds of baseline / calibration still to come (0 once classifying).
+    pub calibration_seconds_left: Gauge,
+    /// Windows the session learned from or waited through (not published).
+    pub calibration_windows: IntCounter,
+    /// Calibration markers, by outcome (`used`: delivered to the session,
+    /// `unknown_class`: named no class of the model, ignored).
+    calibration_markers: IntCounterVec,
     model_info: GaugeVec,
     build_info: GaugeVec,
+    adaptation_info: GaugeVec,
 }
 
 fn latency_buckets() -> Vec<f64> {
@@ -136,7 +143,42 @@ impl Metrics {
         registry
             .register(Box::new(build_info.clone()))
             .expect("unique name");
+        let adaptation_info = GaugeVec::new(
+            Opts::new(
+                "labramd_adaptation_info",
+                "The session adaptation in use (value 1): mode none | baseline | calibration, features, and whether the state was resumed from the state file",
+            ),
+            &["mode", "features", "resumed"],
+        )
+        .expect("valid gauge");
+        registry
+            .register(Box::new(adaptation_info.clone()))
+            .expect("unique name");
+        let calibration_markers = IntCounterVec::new(
+            Opts::new(
+                "labramd_calibration_markers_total",
+                "Calibration markers received, by outcome (used, unknown_class)",
+            ),
+            &["outcome"],
+        )
+        .expect("valid counter");
+        registry
+            .register(Box::new(calibration_markers.clone()))
+            .expect("unique name");
+        for o in ["used", "unknown_class"] {
+            calibration_markers.with_label_values(&[o]);
+        }
         Self {
+            calibration_seconds_left: g(
+                "labramd_calibration_seconds_left",
+                "Seconds of the session's baseline or calibration still to come; no prediction is published while above 0",
+            ),
+            calibration_windows: c(
+                "labramd_calibration_windows_total",
+                "Windows cut while the session was still calibrating (baseline or calibration): not published, and not drops",
+            ),
+            calibration_markers,
+            adaptation_info,
             e2e_latency,
             inference,
             dsp,
@@ -215,6 +257,18 @@ impl Metrics {
         self.model_info.with_label_values(labels).set(1.0);
     }
 
+    /// Sets the adaptation-info series.
+    pub fn set_adaptation_info(&self, mode: &str, features: &str, resumed: bool) {
+        self.adaptation_info
+            .with_label_values(&[mode, features, if resumed { "true" } else { "false" }])
+            .set(1.0);
+    }
+
+    /// Counts one calibration marker by outcome (`used`, `unknown_class`).
+    pub fn calibration_marker(&self, outcome: &str) {
+        self.calibration_markers.with_label_values(&[outcome]).inc();
+    }
+
     /// Sets the build-info series.
     pub fn set_build_info(&self, onnxruntime: &str, liblsl: &str) {
         let mut features = vec!["daemon"];
@@ -257,6 +311,10 @@ pub struct Health {
     pub connected: AtomicBool,
     /// Predictions published so far.
     pub published: AtomicU64,
+    /// The session is still learning (baseline or calibration): nothing is published.
+    pub calibrating: AtomicBool,
+    /// Seconds of it left, in milliseconds.
+    pub calibration_left_ms: AtomicU64,
 }
 
 impl Health {
@@ -266,14 +324,17 @@ impl Health {
         let running = self.running.load(Ordering::Relaxed);
         let connected = self.connected.load(Ordering::Relaxed);
         let published = self.published.load(Ordering::Relaxed);
+        let calibrating = self.calibrating.load(Ordering::Relaxed);
         let status = match (running, connected) {
+            (true, true) if calibrating => "calibrating",
             (true, true) => "ok",
             (true, false) => "input stream lost, resolving again",
             (false, _) => "not running",
         };
         let code = if running && connected { 200 } else { 503 };
+        let left_s = self.calibration_left_ms.load(Ordering::Relaxed) as f64 / 1e3;
         let body = format!(
-            "{{\"status\":\"{status}\",\"running\":{running},\"stream_connected\":{connected},\"windows_published\":{published}}}\n"
+            "{{\"status\":\"{status}\",\"running\":{running},\"stream_connected\":{connected},\"windows_published\":{published},\"calibrating\":{calibrating},\"calibration_seconds_left\":{left_s:.1}}}\n"
         );
         (code, body)
     }
@@ -393,6 +454,16 @@ mod tests {
         let (code, body) = h.report();
         assert_eq!(code, 503);
         assert!(body.contains("lost"), "{body}");
+        h.connected.store(true, Ordering::Relaxed);
+        h.calibrating.store(true, Ordering::Relaxed);
+        h.calibration_left_ms.store(42_000, Ordering::Relaxed);
+        let (code, body) = h.report();
+        assert_eq!(code, 200);
+        assert!(
+            body.contains("\"status\":\"calibrating\"")
+                && body.contains("\"calibration_seconds_left\":42.0"),
+            "{body}"
+        );
     }
 
     #[test]

@@ -149,6 +149,16 @@ impl Publisher {
         Ok(())
     }
 
+    /// Pushes a status text (e.g. `calibrating 42s`) on the marker outlet, if
+    /// there is one; no probability is pushed. While the session calibrates this
+    /// is all the daemon says, so a recorder sees why predictions are absent.
+    pub fn push_status(&mut self, text: &str, timestamp: f64) -> Result<(), lsl::Error> {
+        if let Some(m) = &self.markers {
+            m.push_sample_ex(&vec![text.to_string()], timestamp, true)?;
+        }
+        Ok(())
+    }
+
     /// Whether anyone is listening to the prediction stream.
     pub fn have_consumers(&self) -> bool {
         self.outlet.have_consumers()

@@ -23,10 +23,12 @@ use anyhow::{anyhow, bail, Context};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use labramd::acquisition::{self, Go, MarkerKind, RingConsumers, StreamMeta};
+use labramd::adaptation::{Adapter, Event, SessionClock, Step, WindowIn};
 use labramd::card::{FilterMode, ModelCard, Preprocessing, PATCH_SIZE, SAMPLE_RATE_HZ};
 use labramd::config::{Config, Unit};
 use labramd::electrodes::{self, MappingError};
 use labramd::inference::Classifier;
+use labramd::markers::MarkerFeed;
 use labramd::metrics::{process, DropReason, Health, Metrics};
 use labramd::publish::{marker_names, winner, Publisher};
 use labramd::window::{Stage, StageConfig, StageOutput, Window};
@@ -36,6 +38,30 @@ use labramd::window::{Stage, StageConfig, StageOutput, Window};
 const QUEUE: usize = 2;
 /// Warm-up inferences before the stream is opened (first runs allocate).
 const WARMUP: usize = 3;
+/// Longest wait, per window while calibrating, for the marker stream to catch
+/// up with the window (see `labramd::markers`): nothing is published then, so
+/// only the calibration's own progress waits.
+const MARKER_WAIT_S: f64 = 0.25;
+/// Markers pushed up to this long after a window's last sample arrived are
+/// still awaited before the window reaches the session.
+const MARKER_SLACK_S: f64 = 0.01;
+
+/// What classifies a window: the model's own softmax (no `adaptation:`), or
+/// the session adaptation of `labram_core::adapt`.
+enum Engine {
+    Plain(Box<Classifier>),
+    Adapted {
+        adapter: Box<Adapter>,
+        markers: Option<MarkerFeed>,
+        clock: SessionClock,
+    },
+}
+
+/// A window on its way to inference, with its session time.
+struct Queued {
+    w: Window,
+    end_s: f64,
+}
 
 pub struct RunOptions {
     pub config: PathBuf,
@@ -76,6 +102,8 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     if let Some(w) = labramd::config::listen_warning(&cfg.metrics.listen) {
         tracing::warn!("{cfg_file}: {w}");
     }
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let shutdown_flag = || shutdown.clone();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -133,13 +161,62 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         .cuda_fallback
         .set(i64::from(clf.cuda_fallback().is_some()));
     let health = Arc::new(Health::default());
+    let window_s = (patches * PATCH_SIZE) as f64 / SAMPLE_RATE_HZ;
+    let mut adapter = match &cfg.adaptation {
+        Some(a) => {
+            let ad = Adapter::new(a, clf, &cfg.model.path, window_s)
+                .map_err(|e| anyhow!("{cfg_file}: {e}"))?;
+            metrics.set_adaptation_info(ad.mode().as_str(), ad.kind().as_str(), ad.resumed());
+            metrics.calibration_seconds_left.set(ad.seconds_left());
+            health.calibrating.store(ad.learning(), Ordering::Relaxed);
+            health
+                .calibration_left_ms
+                .store((ad.seconds_left() * 1e3) as u64, Ordering::Relaxed);
+            if ad.resumed() {
+                tracing::info!(
+                    mode = %ad.mode(),
+                    features = ad.kind().as_str(),
+                    "adaptation: state resumed from {} (no new calibration)",
+                    a.state.as_deref().map(Path::display).map(|d| d.to_string()).unwrap_or_default()
+                );
+            } else {
+                tracing::info!(
+                    mode = %ad.mode(),
+                    features = ad.kind().as_str(),
+                    seconds = ad.seconds_left(),
+                    "adaptation: the session learns before it classifies"
+                );
+            }
+            Err(Box::new(ad))
+        }
+        None => {
+            metrics.set_adaptation_info("off", "softmax", false);
+            Ok(clf)
+        }
+    };
+    let marker_feed = match (
+        &mut adapter,
+        cfg.adaptation.as_ref().and_then(|a| a.markers.as_ref()),
+    ) {
+        (Err(ad), Some(m)) if ad.wants_markers() => {
+            tracing::info!(
+                "resolving the calibration marker stream {} (up to {} s)",
+                m.predicate(),
+                m.resolve_timeout_s
+            );
+            Some(
+                labramd::markers::spawn(m, shutdown_flag())
+                    .map_err(|e| anyhow!("{cfg_file}: {e}"))?,
+            )
+        }
+        _ => None,
+    };
     let listen = cfg.metrics.listen;
     let listener = rt.block_on(labramd::metrics::bind(listen)).map_err(|e| {
         anyhow!("metrics.listen {listen}: cannot listen ({e}); choose a free port or stop the process using it")
     })?;
 
     // --- the stream -----------------------------------------------------------------
-    let shutdown = Arc::new(AtomicBool::new(false));
     let acq = acquisition::spawn(
         cfg.input.clone(),
         metrics.clone(),
@@ -174,7 +251,18 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let (producers, consumers) = acquisition::rings(meta.channel_count, ring_frames);
 
     // --- threads --------------------------------------------------------------------
-    let (win_tx, win_rx) = crossbeam_channel::bounded::<Window>(QUEUE);
+    let (win_tx, win_rx) = crossbeam_channel::bounded::<Queued>(QUEUE);
+    let ratio = labramd::dsp::design::rational_ratio(meta.nominal_rate_hz, SAMPLE_RATE_HZ)
+        .map_err(|e| anyhow!("input stream `{}`: {e}", meta.name))?;
+    let clock = SessionClock::new(meta.nominal_rate_hz, ratio);
+    let engine = match adapter {
+        Ok(clf) => Engine::Plain(Box::new(clf)),
+        Err(adapter) => Engine::Adapted {
+            adapter,
+            markers: marker_feed,
+            clock: clock.clone(),
+        },
+    };
     let (pool_tx, pool_rx) = crossbeam_channel::bounded::<Vec<f32>>(QUEUE + 4);
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let first_data: FirstData = Arc::default();
@@ -186,13 +274,14 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         let health = health.clone();
         let output = cfg.output.clone();
         let input_name = meta.name.clone();
+        let card = card.clone();
         let pool_tx = pool_tx.clone();
         let print = opts.print;
         let keep_records = opts.summary.is_some();
         std::thread::Builder::new()
             .name("labramd-infer".into())
             .spawn(move || {
-                let publisher = Publisher::new(&output, clf.card(), &model_file, &input_name)
+                let publisher = Publisher::new(&output, &card, &model_file, &input_name)
                     .map_err(anyhow::Error::from);
                 let publisher = match publisher {
                     Ok(p) => {
@@ -206,7 +295,8 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
                     }
                 };
                 let report = inference_loop(
-                    clf,
+                    engine,
+                    &card,
                     publisher,
                     win_rx,
                     pool_tx,
@@ -246,6 +336,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
                         consumers,
                         n_ch,
                         stage,
+                        clock,
                         queue,
                         &metrics,
                         &first_data,
@@ -457,10 +548,10 @@ fn check_stream(
 
 /// The DSP thread's end of the window queue.
 struct WindowQueue {
-    tx: Sender<Window>,
+    tx: Sender<Queued>,
     /// A receiver of the same queue: the DSP thread pops the oldest waiting window
     /// when the queue is full (crossbeam channels are multi-consumer).
-    oldest: Receiver<Window>,
+    oldest: Receiver<Queued>,
     /// Window buffers: returned by the inference thread, reused here (no
     /// allocation in the steady state).
     pool_tx: Sender<Vec<f32>>,
@@ -469,16 +560,19 @@ struct WindowQueue {
 
 impl WindowQueue {
     /// Queues a copy of `w`; when the queue is full, drops the oldest waiting window.
-    fn send(&self, w: &Window, metrics: &Metrics) {
+    fn send(&self, w: &Window, end_s: f64, metrics: &Metrics) {
         let mut data = self.pool_rx.try_recv().unwrap_or_default();
         data.clear();
         data.extend_from_slice(&w.data);
-        let owned = Window {
-            data,
-            seq: w.seq,
-            t_last: w.t_last,
-            arrival: w.arrival,
-            frames_in: w.frames_in,
+        let owned = Queued {
+            w: Window {
+                data,
+                seq: w.seq,
+                t_last: w.t_last,
+                arrival: w.arrival,
+                frames_in: w.frames_in,
+            },
+            end_s,
         };
         match self.tx.try_send(owned) {
             Ok(()) => {}
@@ -486,21 +580,21 @@ impl WindowQueue {
                 if let Ok(old) = self.oldest.try_recv() {
                     metrics.window_dropped(DropReason::QueueFull);
                     tracing::debug!(
-                        seq = old.seq,
+                        seq = old.w.seq,
                         "inference behind: dropped the oldest waiting window"
                     );
-                    let _ = self.pool_tx.try_send(old.data);
+                    let _ = self.pool_tx.try_send(old.w.data);
                 }
                 if let Err(e) = self.tx.try_send(owned) {
                     metrics.window_dropped(DropReason::QueueFull);
-                    let _ = self.pool_tx.try_send(e.into_inner().data);
+                    let _ = self.pool_tx.try_send(e.into_inner().w.data);
                 }
             }
             Err(TrySendError::Disconnected(owned)) => {
                 // The inference thread is gone (it ends only after this thread, so
                 // it failed): the window cannot be classified.
                 metrics.window_dropped(DropReason::InferenceError);
-                tracing::debug!(seq = owned.seq, "inference thread gone: window dropped");
+                tracing::debug!(seq = owned.w.seq, "inference thread gone: window dropped");
             }
         }
     }
@@ -514,6 +608,7 @@ fn dsp_loop(
     mut rings: RingConsumers,
     n_ch: usize,
     mut stage: Stage,
+    mut clock: SessionClock,
     queue: WindowQueue,
     metrics: &Metrics,
     first_data: &FirstData,
@@ -531,7 +626,7 @@ fn dsp_loop(
                 break;
             }
             let _ = rings.markers.try_pop();
-            let emit = |out: StageOutput<'_>| deliver(out, &queue, metrics);
+            let emit = |out: StageOutput<'_>| deliver(out, &clock, &queue, metrics);
             match m.kind {
                 MarkerKind::End => ended = true,
                 MarkerKind::Gap => {
@@ -541,6 +636,7 @@ fn dsp_loop(
                         "gap: filters and window restart"
                     );
                     stage.discontinuity(DropReason::Gap, m.missing, emit);
+                    clock.advance(m.missing);
                 }
                 MarkerKind::Overrun => {
                     tracing::debug!(
@@ -549,6 +645,7 @@ fn dsp_loop(
                         "overrun: filters and window restart"
                     );
                     stage.discontinuity(DropReason::Overrun, m.missing, emit);
+                    clock.advance(m.missing);
                 }
                 MarkerKind::Reconnect => {
                     tracing::debug!(
@@ -556,6 +653,7 @@ fn dsp_loop(
                         "reconnect: filters, window and hop grid restart"
                     );
                     stage.restart(DropReason::Gap);
+                    clock.reconnect();
                 }
             }
         }
@@ -572,7 +670,8 @@ fn dsp_loop(
         }
         consumed += n as u64;
         let t0 = Instant::now();
-        stage.push(&data, &stamps, |out| deliver(out, &queue, metrics));
+        stage.push(&data, &stamps, |out| deliver(out, &clock, &queue, metrics));
+        clock.advance(n as u64);
         metrics.dsp.observe(t0.elapsed().as_secs_f64());
         next_window.store(
             consumed + stage.frames_to_next_hop(),
@@ -588,9 +687,9 @@ fn dsp_loop(
 }
 
 /// Sends a stage's window to inference, or counts the windows it dropped.
-fn deliver(out: StageOutput<'_>, queue: &WindowQueue, metrics: &Metrics) {
+fn deliver(out: StageOutput<'_>, clock: &SessionClock, queue: &WindowQueue, metrics: &Metrics) {
     match out {
-        StageOutput::Window(w) => queue.send(w, metrics),
+        StageOutput::Window(w) => queue.send(w, clock.end_s(w.frames_in), metrics),
         StageOutput::Dropped { reason, windows } => metrics.windows_dropped_n(reason, windows),
     }
 }
@@ -601,31 +700,62 @@ fn deliver(out: StageOutput<'_>, queue: &WindowQueue, metrics: &Metrics) {
 /// running for weeks does not grow.
 #[allow(clippy::too_many_arguments)]
 fn inference_loop(
-    mut clf: Classifier,
+    mut engine: Engine,
+    card: &ModelCard,
     mut publisher: Publisher,
-    rx: Receiver<Window>,
+    rx: Receiver<Queued>,
     pool: Sender<Vec<f32>>,
     metrics: &Metrics,
     health: &Health,
     print: bool,
     keep_records: bool,
 ) -> InferenceReport {
-    let classes = marker_names(&clf.card().classes);
-    let mut probs = vec![0.0f32; clf.num_classes()];
+    let classes = marker_names(&card.classes);
+    let mut probs = vec![0.0f32; card.classes.len()];
     let mut report = InferenceReport {
         records: Vec::with_capacity(if keep_records { 4096 } else { 0 }),
         ..InferenceReport::default()
     };
-    for w in rx.iter() {
+    for Queued { w, end_s } in rx.iter() {
         if report.cpu_first.is_none() {
             report.cpu_first = process::cpu_seconds();
             report.wall_first = Some(lsl::local_clock());
         }
         let t0 = lsl::local_clock();
-        if let Err(e) = clf.classify_one_into(&w.data, &mut probs) {
-            report.errors += 1;
-            metrics.window_dropped(DropReason::InferenceError);
-            tracing::error!("inference failed on window {}: {e}", w.seq);
+        let classified = match &mut engine {
+            Engine::Plain(clf) => clf
+                .classify_one_into(&w.data, &mut probs)
+                .map(|()| true)
+                .map_err(|e| e.to_string()),
+            Engine::Adapted {
+                adapter,
+                markers,
+                clock,
+            } => adapted(
+                adapter,
+                markers,
+                clock,
+                &w,
+                end_s,
+                &mut probs,
+                &mut publisher,
+                metrics,
+                health,
+                print,
+            ),
+        };
+        let classified = match classified {
+            Ok(c) => c,
+            Err(e) => {
+                report.errors += 1;
+                metrics.window_dropped(DropReason::InferenceError);
+                tracing::error!("inference failed on window {}: {e}", w.seq);
+                let _ = pool.try_send(w.data);
+                continue;
+            }
+        };
+        if !classified {
+            // Calibrating: the window taught the session; nothing to publish.
             let _ = pool.try_send(w.data);
             continue;
         }
@@ -674,7 +804,114 @@ fn inference_loop(
         report.cpu_last = process::cpu_seconds();
         report.wall_last = Some(lsl::local_clock());
     }
+    if let Engine::Adapted {
+        adapter, markers, ..
+    } = engine
+    {
+        if let Err(e) = adapter.finish() {
+            tracing::warn!(
+                "the session ended before its {} was complete, so nothing was published: {e}",
+                adapter.mode()
+            );
+        }
+        if let Some(m) = markers {
+            drop(m.rx);
+            let _ = m.handle.join();
+        }
+    }
     report
+}
+
+/// One window through the session adaptation: markers due first (waiting a
+/// bounded moment for the marker stream while calibrating), then features and
+/// the session's answer. `Ok(true)`: `probs` holds probabilities to publish;
+/// `Ok(false)`: still calibrating (progress published on the marker outlet).
+#[allow(clippy::too_many_arguments)]
+fn adapted(
+    adapter: &mut Adapter,
+    markers: &Option<MarkerFeed>,
+    clock: &SessionClock,
+    w: &Window,
+    end_s: f64,
+    probs: &mut [f32],
+    publisher: &mut Publisher,
+    metrics: &Metrics,
+    health: &Health,
+    print: bool,
+) -> Result<bool, String> {
+    if let Some(feed) = markers {
+        if adapter.wants_markers() {
+            feed.wait_past(w.arrival + MARKER_SLACK_S, MARKER_WAIT_S);
+        }
+        for m in feed.rx.try_iter() {
+            adapter.marker(m);
+        }
+    }
+    let step = adapter.window(
+        WindowIn {
+            end_s,
+            t_last: w.t_last,
+            data: &w.data,
+        },
+        clock,
+    );
+    for ev in adapter.take_events() {
+        match ev {
+            Event::UnknownClass { text, classes } => {
+                metrics.calibration_marker("unknown_class");
+                tracing::warn!("calibration marker `{text}` names no class of the model ({classes}): ignored; send one of those names (or none/pause to close a block)");
+            }
+            Event::MarkerUsed { class, at_s } => {
+                metrics.calibration_marker("used");
+                tracing::info!(
+                    class = class.as_deref().unwrap_or("(none)"),
+                    at_s,
+                    "calibration marker"
+                );
+            }
+            Event::Learned { windows, saved } => {
+                match &saved {
+                    Some(p) => tracing::info!(windows, "adaptation: {} complete; state written to {}", adapter.mode(), p.display()),
+                    None => tracing::info!(windows, "adaptation: {} complete (no adaptation.state: a restart calibrates again)", adapter.mode()),
+                }
+                if print {
+                    println!("calibration complete ({} windows); classifying", windows);
+                }
+            }
+            Event::SaveFailed(e) => tracing::error!("adaptation: {e}; the session goes on with the state in memory, a restart will calibrate again"),
+        }
+    }
+    let left = adapter.seconds_left();
+    metrics.calibration_seconds_left.set(left);
+    health
+        .calibration_left_ms
+        .store((left * 1e3) as u64, Ordering::Relaxed);
+    health
+        .calibrating
+        .store(adapter.learning(), Ordering::Relaxed);
+    match step.map_err(|e| e.to_string())? {
+        Step::Classified { probabilities } => {
+            probs.copy_from_slice(&probabilities[..probs.len()]);
+            Ok(true)
+        }
+        Step::Calibrating { seconds_left } => {
+            metrics.calibration_windows.inc();
+            let text = format!("calibrating {}s", seconds_left.ceil() as u64);
+            if let Err(e) = publisher.push_status(&text, w.t_last) {
+                tracing::error!("cannot push the calibration status: {e:?}");
+            }
+            if print {
+                println!(
+                    "{:>12.3}  {} ({} at {:.1} s of the session)",
+                    w.t_last,
+                    text,
+                    adapter.mode(),
+                    end_s
+                );
+            }
+            Ok(false)
+        }
+    }
 }
 
 fn percentile(sorted: &[f64], q: f64) -> Option<f64> {

@@ -1,0 +1,438 @@
+//! The daemon's side of session adaptation (`adaptation:` in the config, issue
+//! 17): it builds the features and the [`Session`] of `labram_core::adapt` (the
+//! code `labram-trainer evaluate --adaptation` drives over recorded sessions,
+//! so the two cannot diverge), gives every window its session time, delivers
+//! calibration markers in time order and writes what was learned.
+//!
+//! Session time. `evaluate` stamps the window ending at 200-Hz output sample
+//! `e` with `end_s = e / 200`, where `e` is what the resampler has produced
+//! after the window's last input frame (`daemon_starts`). The daemon computes
+//! the same from the window's input frame count ([`SessionClock::end_s`]). A
+//! reconnect restarts the stage's frame count; the session clock then carries
+//! on from the signal time already received (the outage itself takes no
+//! session time), so a baseline or calibration cut by a lost stream resumes
+//! where it stopped and windows stay in time order.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+
+use labram_core::adapt::{
+    AdaptError, Answer, Concat, FeatureError, FeatureExtractor, FeatureSpace, LogBandPower, Mode,
+    ModelLogits, PersonState, PopulationModel, Protocol, Session, SessionSpec, StateError,
+};
+use labram_core::card::SAMPLE_RATE_HZ;
+use labram_core::inference::Classifier;
+
+use crate::config::{AdaptationConfig, FeatureKind};
+
+/// Slack on session-time comparisons (as `labram_core::adapt`).
+const EPS: f64 = 1e-6;
+
+/// Why adaptation cannot start; each names the key or file and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("adaptation.population {path}: cannot read it: {source}; give the file of a head trained on other people")]
+    PopulationIo {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("adaptation.population {path}: not a population head (labram_core::adapt::PopulationModel YAML): {source}")]
+    PopulationParse {
+        path: PathBuf,
+        #[source]
+        source: serde_norway::Error,
+    },
+    #[error("adaptation.population {path} was trained on {got}, which is none of this model's feature sets (logits: {logits}; bandpower: {bandpower}); set adaptation.features, or train the head for this model")]
+    NoFeatureMatch {
+        path: PathBuf,
+        got: String,
+        logits: String,
+        bandpower: String,
+    },
+    #[error("adaptation needs a model with one output per class; this model has a single logit for {class}: re-export it with two classes")]
+    SingleLogit { class: String },
+    #[error("adaptation: {0}")]
+    Adapt(#[source] AdaptError),
+    #[error("adaptation.state {path}: {source}")]
+    State {
+        path: PathBuf,
+        #[source]
+        source: StateError,
+    },
+}
+
+/// Why one window got no answer (the window is counted as an inference error).
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("features: {0}")]
+    Features(#[source] FeatureError),
+    #[error("session: {0}")]
+    Adapt(#[source] AdaptError),
+}
+
+/// Output frames of the resampler after `n` input frames (`L/M` = `ratio`),
+/// exactly as `labram-trainer`'s `windows::daemon_starts` counts them.
+fn produced(n: u64, (l, m): (u64, u64)) -> u64 {
+    if n * l < m {
+        0
+    } else {
+        (n * l - m) / m + 1
+    }
+}
+
+/// Session time (seconds since the session's first sample) of the stage's
+/// windows, carried across reconnects (see the module documentation).
+#[derive(Debug, Clone)]
+pub struct SessionClock {
+    ratio: (u64, u64),
+    /// Session seconds before the current stream connection.
+    offset_s: f64,
+    /// Input frames of the current connection (received or counted missing).
+    frames: u64,
+    period_s: f64,
+}
+
+impl SessionClock {
+    /// For input at `rate_hz` resampled by `ratio` (`L/M`, as the stage's chain).
+    pub fn new(rate_hz: f64, ratio: (u64, u64)) -> Self {
+        Self {
+            ratio,
+            offset_s: 0.0,
+            frames: 0,
+            period_s: 1.0 / rate_hz,
+        }
+    }
+
+    /// `n` input frames went into the stage (or were counted missing by a gap).
+    pub fn advance(&mut self, n: u64) {
+        self.frames += n;
+    }
+
+    /// A reconnect: the stage counts frames from 0 again.
+    pub fn reconnect(&mut self) {
+        self.offset_s += produced(self.frames, self.ratio) as f64 / SAMPLE_RATE_HZ;
+        self.frames = 0;
+    }
+
+    /// Session time of the end of a window whose last input frame is the
+    /// `frames_in`-th of the current connection.
+    pub fn end_s(&self, frames_in: u64) -> f64 {
+        self.offset_s + produced(frames_in, self.ratio) as f64 / SAMPLE_RATE_HZ
+    }
+
+    /// Input sample period.
+    pub fn period_s(&self) -> f64 {
+        self.period_s
+    }
+}
+
+/// A window for the session: its session end time, the LSL time of its last
+/// sample, and its data `[channels][samples]` µV.
+pub struct WindowIn<'a> {
+    pub end_s: f64,
+    pub t_last: f64,
+    pub data: &'a [f32],
+}
+
+/// What the adapter made of one window.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Still learning: publish nothing (but the seconds left).
+    Calibrating { seconds_left: f64 },
+    /// Class probabilities to publish.
+    Classified { probabilities: Vec<f32> },
+}
+
+/// Events worth telling the operator, drained by the caller after each window.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A marker named no class of the model (ignored).
+    UnknownClass { text: String, classes: String },
+    /// A marker reached the session.
+    MarkerUsed { class: Option<String>, at_s: f64 },
+    /// The session finished learning; `saved` names the state file written.
+    Learned {
+        windows: usize,
+        saved: Option<PathBuf>,
+    },
+    /// The state could not be written (the session goes on with it in memory).
+    SaveFailed(String),
+}
+
+/// The session, its features and its markers.
+pub struct Adapter {
+    session: Session,
+    extractor: Box<dyn FeatureExtractor + Send>,
+    kind: FeatureKind,
+    state_path: Option<PathBuf>,
+    resumed: bool,
+    learned: bool,
+    /// Markers not yet due (their time is at or after the last window's end).
+    pending: VecDeque<crate::markers::Marker>,
+    row: Vec<f64>,
+    events: Vec<Event>,
+}
+
+impl Adapter {
+    /// Builds the features and the session for `cfg`; loads the state file if
+    /// there is one (the session then classifies from its first window).
+    pub fn new(
+        cfg: &AdaptationConfig,
+        clf: Classifier,
+        model_path: &Path,
+        window_s: f64,
+    ) -> Result<Self, SetupError> {
+        let card = clf.card().clone();
+        if card.classes.len() < 2 {
+            return Err(SetupError::SingleLogit {
+                class: card.classes.first().cloned().unwrap_or_default(),
+            });
+        }
+        let samples = (window_s * SAMPLE_RATE_HZ).round() as usize;
+        let bandpower = || LogBandPower::new(card.channels.len(), samples, SAMPLE_RATE_HZ);
+        let logits = ModelLogits::new(clf, model_path);
+        let population = cfg.population.as_deref().map(load_population).transpose()?;
+        let kind = match (cfg.features, &population) {
+            (Some(k), _) => k,
+            (None, Some(pop)) => {
+                let (l, b) = (logits.space(), bandpower().space());
+                let both = FeatureSpace::concat(&[b.clone(), l.clone()]);
+                if pop.space == l {
+                    FeatureKind::Logits
+                } else if pop.space == b {
+                    FeatureKind::Bandpower
+                } else if pop.space == both {
+                    FeatureKind::Both
+                } else {
+                    return Err(SetupError::NoFeatureMatch {
+                        path: cfg.population.clone().unwrap_or_default(),
+                        got: pop.space.to_string(),
+                        logits: l.to_string(),
+                        bandpower: b.to_string(),
+                    });
+                }
+            }
+            (None, None) => FeatureKind::Logits,
+        };
+        let extractor: Box<dyn FeatureExtractor + Send> = match kind {
+            FeatureKind::Logits => Box::new(logits),
+            FeatureKind::Bandpower => Box::new(bandpower()),
+            FeatureKind::Both => Box::new(Concat(vec![Box::new(bandpower()), Box::new(logits)])),
+        };
+        let space = extractor.space();
+        let population = match (cfg.mode, population, extractor.native_head()) {
+            (_, Some(p), _) => Some(p),
+            (Mode::None, None, Some(head)) => Some(PopulationModel::native(
+                space.clone(),
+                card.classes.clone(),
+                head,
+            )),
+            _ => None,
+        };
+        let protocol = match cfg.mode {
+            Mode::None => Protocol::none(),
+            Mode::Baseline => Protocol::baseline(cfg.baseline_s),
+            Mode::Calibration => Protocol::calibration(cfg.calibration_s.clone()),
+        };
+        let spec = SessionSpec {
+            protocol,
+            classes: card.classes.clone(),
+            space,
+            window_s,
+            population,
+        };
+        // Checks the protocol (classes, lengths, head) even when a state is resumed.
+        let fresh = Session::new(spec.clone()).map_err(SetupError::Adapt)?;
+        let (session, resumed) = match &cfg.state {
+            Some(path) if path.exists() => {
+                let state_err = |source| SetupError::State {
+                    path: path.clone(),
+                    source,
+                };
+                let state = PersonState::load(path).map_err(state_err)?;
+                let session = Session::resume(spec, state).map_err(|e| match e {
+                    AdaptError::State(s) => state_err(s),
+                    other => SetupError::Adapt(other),
+                })?;
+                (session, true)
+            }
+            _ => (fresh, false),
+        };
+        Ok(Self {
+            learned: session.state().is_some(),
+            session,
+            extractor,
+            kind,
+            state_path: cfg.state.clone(),
+            resumed,
+            pending: VecDeque::new(),
+            row: Vec::new(),
+            events: Vec::new(),
+        })
+    }
+
+    /// The feature set in use.
+    pub fn kind(&self) -> FeatureKind {
+        self.kind
+    }
+
+    /// The protocol's mode.
+    pub fn mode(&self) -> Mode {
+        self.session.spec().protocol.mode
+    }
+
+    /// Whether the state came from the state file.
+    pub fn resumed(&self) -> bool {
+        self.resumed
+    }
+
+    /// Whether the session is still learning (baseline or calibration).
+    pub fn learning(&self) -> bool {
+        self.session.state().is_none()
+    }
+
+    /// Whether the session waits for calibration markers.
+    pub fn wants_markers(&self) -> bool {
+        self.learning() && self.mode() == Mode::Calibration
+    }
+
+    /// Seconds of baseline or calibration still to come.
+    pub fn seconds_left(&self) -> f64 {
+        self.session.seconds_left()
+    }
+
+    /// The session (for its state and spec).
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// Queues a marker (local LSL time); it reaches the session before the
+    /// first window that ends after it.
+    pub fn marker(&mut self, m: crate::markers::Marker) {
+        let at = self.pending.partition_point(|p| p.t <= m.t);
+        self.pending.insert(at, m);
+    }
+
+    /// Events since the last call.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Features of the window, then the session's answer. Markers due before
+    /// the window's end are delivered first, mapped to session time through the
+    /// window's own stamps (`at_s = end_s − period − (t_last − t)`, rounded to
+    /// the input sample the marker is stamped at).
+    pub fn window(&mut self, w: WindowIn<'_>, clock: &SessionClock) -> Result<Step, StepError> {
+        let period = clock.period_s();
+        while let Some(m) = self.pending.front() {
+            let raw = w.end_s - period - (w.t_last - m.t);
+            let at_s = (raw / period).round() * period;
+            if at_s >= w.end_s - EPS {
+                break;
+            }
+            let m = self.pending.pop_front().unwrap_or_else(|| unreachable!());
+            self.deliver(at_s, &m.text);
+        }
+        self.row.clear();
+        self.extractor
+            .extract(w.data, &mut self.row)
+            .map_err(StepError::Features)?;
+        let answer = self
+            .session
+            .push(w.end_s, &self.row)
+            .map_err(StepError::Adapt)?;
+        if !self.learned {
+            if let Some(state) = self.session.state() {
+                self.learned = true;
+                let saved = match &self.state_path {
+                    Some(path) => match state.save_atomic(path) {
+                        Ok(()) => Some(path.clone()),
+                        Err(e) => {
+                            self.events.push(Event::SaveFailed(e.to_string()));
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                self.events.push(Event::Learned {
+                    windows: state.windows,
+                    saved,
+                });
+            }
+        }
+        Ok(match answer {
+            Answer::Calibrating { seconds_left } => Step::Calibrating { seconds_left },
+            Answer::Classified { probabilities } => Step::Classified {
+                probabilities: probabilities.into_iter().map(|p| p as f32).collect(),
+            },
+        })
+    }
+
+    /// A marker's text to the session: a class name opens its block; `none`,
+    /// `pause`, `end` or `-` (when no class is so named) close the open block;
+    /// anything else is reported and ignored.
+    fn deliver(&mut self, at_s: f64, text: &str) {
+        let classes = self.session.spec().classes.clone();
+        let t = text.trim();
+        let is_class = classes.iter().any(|c| c.eq_ignore_ascii_case(t));
+        let class = if !is_class
+            && ["none", "pause", "end", "-"].contains(&t.to_ascii_lowercase().as_str())
+        {
+            None
+        } else {
+            Some(t)
+        };
+        match self.session.marker(at_s, class) {
+            Ok(()) => self.events.push(Event::MarkerUsed {
+                class: class.map(str::to_string),
+                at_s,
+            }),
+            Err(_) => self.events.push(Event::UnknownClass {
+                text: text.to_string(),
+                classes: classes.join(", "),
+            }),
+        }
+    }
+
+    /// At shutdown: why the session never finished learning, if it did not.
+    pub fn finish(&self) -> Result<(), AdaptError> {
+        self.session.finish()
+    }
+}
+
+/// Reads a population head file.
+pub fn load_population(path: &Path) -> Result<PopulationModel, SetupError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SetupError::PopulationIo {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_norway::from_str(&text).map_err(|source| SetupError::PopulationParse {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_clock_matches_evaluate_and_survives_reconnects() {
+        // 500 Hz → 200 Hz: L/M = 2/5. 4-s windows every 1 s: the first ends at
+        // input frame 2000 → 800 output frames → 4.0 s, as daemon_starts says.
+        let mut c = SessionClock::new(500.0, (2, 5));
+        assert_eq!(c.end_s(2000), 4.0);
+        assert_eq!(c.end_s(2501), 1000.0 / 200.0);
+        assert!((c.period_s() - 0.002).abs() < 1e-15);
+        c.advance(3000);
+        c.reconnect();
+        // After the reconnect the stage counts from 0; the session goes on from 6 s.
+        assert_eq!(c.end_s(2000), 10.0);
+        c.advance(10);
+        c.reconnect();
+        assert_eq!(c.end_s(0), 6.0 + 4.0 / 200.0);
+        assert_eq!(produced(2, (2, 5)), 0);
+        assert_eq!(produced(3, (2, 5)), 1);
+    }
+}
