@@ -1,0 +1,99 @@
+"""A calibrated session as an amplifier and a marker source would send it (pylsl + pyedflib,
+no labramd code), for tests/daemon_adaptation.rs.
+
+session: the first --seconds of each --edf, concatenated into one float32 LSL outlet (the
+         files' labels and units in desc/channels/channel), per-sample timestamps t0 + i/fs,
+         pushed --speed times faster than real time in --chunk-sample chunks. With
+         --markers-name, a string marker outlet (one channel) carries --marker AT_S=TEXT
+         markers, each stamped with the timestamp of the sample at AT_S and pushed before
+         the chunk holding that sample. Writes the pushed samples (--dump, (n, ch) float32)
+         and what it did (--out, JSON).
+
+  python session_peer.py session --edf a.edf --edf b.edf --seconds 90 --seconds 40 \
+      --name N --markers-name M --marker 0=rest --marker 90=arithmetic --out o.json
+"""
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+import pylsl
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from lsl_peer import make_outlet, read_edf  # noqa: E402
+
+
+def log(msg):
+    print(f"[session_peer] {msg}", file=sys.stderr, flush=True)
+
+
+def session_cmd(a):
+    parts, labels, units, fs = [], None, None, None
+    for path, secs in zip(a.edf, a.seconds):
+        lab, un, rate, data = read_edf(path)
+        if labels is None:
+            labels, units, fs = lab, un, rate
+        assert lab == labels and rate == fs, f"{path}: other channels or rate"
+        parts.append(data[:, : int(round(secs * fs))])
+    x = np.ascontiguousarray(np.concatenate(parts, axis=1).T)  # (n, ch)
+    if a.dump:
+        x.astype("<f4").tofile(a.dump)
+    n = x.shape[0]
+    markers = []
+    for m in a.marker:
+        at, text = m.split("=", 1)
+        markers.append((int(round(float(at) * fs)), text))
+    markers.sort()
+    outlet = make_outlet(a.name, labels, units, fs, f"{a.name}-src")
+    mout = None
+    if a.markers_name:
+        info = pylsl.StreamInfo(a.markers_name, "Markers", 1, pylsl.IRREGULAR_RATE, pylsl.cf_string,
+                                f"{a.markers_name}-src")
+        mout = pylsl.StreamOutlet(info)
+        log(f"marker consumers {mout.wait_for_consumers(a.wait_s)}")
+    log(f"consumers {outlet.wait_for_consumers(a.wait_s)}")
+    time.sleep(0.5)
+    t0 = pylsl.local_clock() + 0.05
+    start = time.monotonic()
+    k = 0
+    for i0 in range(0, n, a.chunk):
+        i1 = min(n, i0 + a.chunk)
+        while k < len(markers) and markers[k][0] < i1:
+            idx, text = markers[k]
+            mout.push_sample([text], t0 + idx / fs)
+            log(f"marker {text!r} at sample {idx}")
+            k += 1
+        due = start + (i1 - 1) / fs / a.speed
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        outlet.push_chunk(np.ascontiguousarray(x[i0:i1]), (t0 + np.arange(i0, i1) / fs).tolist())
+    if a.done_file:
+        open(a.done_file, "w").write("done")
+    time.sleep(1.5)  # keep the outlets alive so the tail is delivered
+    json.dump(dict(labels=labels, units=units, fs=fs, t0=t0, n=n, markers=markers), open(a.out, "w"), indent=1)
+    del outlet, mout
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("session")
+    s.add_argument("--edf", action="append", required=True)
+    s.add_argument("--seconds", action="append", type=float, required=True)
+    s.add_argument("--name", required=True)
+    s.add_argument("--markers-name", default=None)
+    s.add_argument("--marker", action="append", default=[], help="AT_S=TEXT")
+    s.add_argument("--speed", type=float, default=4.0)
+    s.add_argument("--chunk", type=int, default=50)
+    s.add_argument("--wait-s", type=float, default=60.0)
+    s.add_argument("--done-file", default=None)
+    s.add_argument("--dump", default=None)
+    s.add_argument("--out", required=True)
+    a = ap.parse_args()
+    session_cmd(a)
+
+
+if __name__ == "__main__":
+    main()
