@@ -20,7 +20,7 @@ use labram_core::adapt::{
     AdaptError, Answer, Concat, FeatureError, FeatureExtractor, FeatureSpace, LogBandPower, Mode,
     ModelLogits, PersonState, PopulationModel, Protocol, Session, SessionSpec, StateError,
 };
-use labram_core::card::SAMPLE_RATE_HZ;
+use labram_core::card::{ModelCard, SAMPLE_RATE_HZ};
 use labram_core::inference::Classifier;
 
 use crate::config::{AdaptationConfig, FeatureKind};
@@ -54,6 +54,14 @@ pub enum SetupError {
     SingleLogit { class: String },
     #[error("adaptation: {0}")]
     Adapt(#[source] AdaptError),
+    #[error("adaptation.population is missing: baseline re-centres features before a head trained on other people's re-centred features, and neither the config nor the model card ({card}) names one; give adaptation.population (labram_core::adapt::PopulationModel YAML), or use calibration")]
+    NoPopulation { card: PathBuf },
+    #[error("the model card {card} says the model expects calibration, which needs the marker stream and the seconds per class: add adaptation: {{mode: calibration, markers: {{name: ...}}, calibration_s: {{...}}}} to the config, or adaptation: {{mode: none}} to run the model as it is")]
+    CardCalibration { card: PathBuf },
+    #[error(
+        "the model card {card}: adaptation.features `{value}` is not logits, bandpower or both"
+    )]
+    CardFeatures { card: PathBuf, value: String },
     #[error("adaptation.state {path}: {source}")]
     State {
         path: PathBuf,
@@ -69,6 +77,57 @@ pub enum StepError {
     Features(#[source] FeatureError),
     #[error("session: {0}")]
     Adapt(#[source] AdaptError),
+}
+
+/// The adaptation to run. The config's `adaptation:` section, with the
+/// `features` it leaves out taken from the model card's and the `population`
+/// it leaves out taken from the card's when the card expects the same mode;
+/// without a section, the card's own (`None` when the card has none either:
+/// the model's softmax as it is). A card expecting `calibration` needs the
+/// config's markers and seconds, so it is an error without a section.
+pub fn resolve(
+    cfg: Option<&AdaptationConfig>,
+    card: &ModelCard,
+    model: &Path,
+) -> Result<Option<AdaptationConfig>, SetupError> {
+    let card_file = ModelCard::path_for(model);
+    let from_card = card.adaptation.as_ref();
+    let card_features = from_card
+        .and_then(|a| a.features.as_deref())
+        .map(|f| {
+            FeatureKind::parse(f).ok_or_else(|| SetupError::CardFeatures {
+                card: card_file.clone(),
+                value: f.to_string(),
+            })
+        })
+        .transpose()?;
+    let resolved = match (cfg, from_card) {
+        (Some(c), _) => {
+            let mut c = c.clone();
+            c.features = c.features.or(card_features);
+            if c.population.is_none() && from_card.is_some_and(|a| a.mode == c.mode) {
+                c.population = card.population_path(model);
+            }
+            c
+        }
+        (None, None) => return Ok(None),
+        (None, Some(a)) if a.mode == Mode::Calibration => {
+            return Err(SetupError::CardCalibration { card: card_file })
+        }
+        (None, Some(a)) => AdaptationConfig {
+            mode: a.mode,
+            baseline_s: a.baseline_s,
+            markers: None,
+            calibration_s: Vec::new(),
+            state: None,
+            population: card.population_path(model),
+            features: card_features,
+        },
+    };
+    if resolved.mode == Mode::Baseline && resolved.population.is_none() {
+        return Err(SetupError::NoPopulation { card: card_file });
+    }
+    Ok(Some(resolved))
 }
 
 /// Output frames of the resampler after `n` input frames (`L/M` = `ratio`),
@@ -416,6 +475,76 @@ pub fn load_population(path: &Path) -> Result<PopulationModel, SetupError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_card_supplies_what_the_config_leaves_out() {
+        use labram_core::card::{CardAdaptation, Preprocessing, Provenance, CARD_FORMAT};
+        let mut card = ModelCard {
+            format: CARD_FORMAT,
+            adaptation: None,
+            architecture: "a".into(),
+            trained: true,
+            task: "t".into(),
+            classes: vec!["rest".into(), "arithmetic".into()],
+            channels: vec!["FP1".into()],
+            patch_size: 200,
+            sample_rate_hz: 200.0,
+            window_patches: 4,
+            hop_s: 2.0,
+            preprocessing: Preprocessing::default(),
+            provenance: Provenance::default(),
+        };
+        let model = Path::new("models/m.onnx");
+        assert_eq!(resolve(None, &card, model).unwrap(), None);
+        card.adaptation = Some(CardAdaptation {
+            mode: Mode::Baseline,
+            baseline_s: 45.0,
+            features: Some("bandpower".into()),
+            population: Some("m.population.yaml".into()),
+        });
+        let a = resolve(None, &card, model).unwrap().unwrap();
+        assert_eq!((a.mode, a.baseline_s), (Mode::Baseline, 45.0));
+        assert_eq!(a.features, Some(FeatureKind::Bandpower));
+        assert_eq!(
+            a.population,
+            Some(PathBuf::from("models/m.population.yaml"))
+        );
+        // The config's section wins; what it leaves out comes from the card.
+        let mine = AdaptationConfig {
+            mode: Mode::Baseline,
+            baseline_s: 60.0,
+            markers: None,
+            calibration_s: Vec::new(),
+            state: Some("w.yaml".into()),
+            population: None,
+            features: None,
+        };
+        let a = resolve(Some(&mine), &card, model).unwrap().unwrap();
+        assert_eq!(a.baseline_s, 60.0);
+        assert_eq!(
+            a.population,
+            Some(PathBuf::from("models/m.population.yaml"))
+        );
+        assert_eq!(a.features, Some(FeatureKind::Bandpower));
+        // A baseline with no head anywhere, a card expecting calibration: errors.
+        card.adaptation = None;
+        let e = resolve(Some(&mine), &card, model).unwrap_err().to_string();
+        assert!(
+            e.contains("adaptation.population is missing") && e.contains("models/m.yaml"),
+            "{e}"
+        );
+        card.adaptation = Some(CardAdaptation {
+            mode: Mode::Calibration,
+            baseline_s: 60.0,
+            features: None,
+            population: None,
+        });
+        let e = resolve(None, &card, model).unwrap_err().to_string();
+        assert!(
+            e.contains("expects calibration") && e.contains("mode: none"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn session_clock_matches_evaluate_and_survives_reconnects() {

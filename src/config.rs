@@ -287,6 +287,13 @@ impl FeatureKind {
         FeatureKind::Both,
     ];
 
+    /// Parses a name as written in configs and model cards.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str().eq_ignore_ascii_case(s.trim()))
+    }
+
     /// The name used in configs and by `labram-trainer evaluate --features`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -337,7 +344,9 @@ pub struct AdaptationConfig {
     pub calibration_s: Vec<(String, f64)>,
     /// Where the learned state is written, and read back at start.
     pub state: Option<PathBuf>,
-    /// A head trained on other people (`labram_core::adapt::PopulationModel` as YAML).
+    /// A head trained on other people (`labram_core::adapt::PopulationModel` as
+    /// YAML); absent: the model card's `adaptation.population`, if its mode is
+    /// this one. `baseline` needs one (checked at start, with the card).
     pub population: Option<PathBuf>,
     /// `None`: as the population head was trained, else the model's logits.
     pub features: Option<FeatureKind>,
@@ -864,16 +873,13 @@ impl Checker<'_> {
         let features = raw
             .features
             .map(|f| {
-                FeatureKind::ALL
-                    .into_iter()
-                    .find(|k| k.as_str().eq_ignore_ascii_case(f.trim()))
-                    .ok_or_else(|| {
-                        self.bad(
-                            "adaptation.features",
-                            format!("{f:?}"),
-                            "use logits (the model's), bandpower (log band power) or both",
-                        )
-                    })
+                FeatureKind::parse(&f).ok_or_else(|| {
+                    self.bad(
+                        "adaptation.features",
+                        format!("{f:?}"),
+                        "use logits (the model's), bandpower (log band power) or both",
+                    )
+                })
             })
             .transpose()?;
         let markers = raw
@@ -955,13 +961,6 @@ impl Checker<'_> {
                     "calibration needs the seconds asked per class, e.g. calibration_s: {rest: 60, arithmetic: 20}",
                 ));
             }
-        }
-        if mode == Mode::Baseline && raw.population.is_none() {
-            return Err(self.bad(
-                "adaptation.population",
-                "missing",
-                "baseline re-centres features before a head trained on other people's re-centred features: give its file (labram_core::adapt::PopulationModel YAML), or use calibration",
-            ));
         }
         Ok(AdaptationConfig {
             mode,
@@ -1292,7 +1291,6 @@ metrics: {listen: "127.0.0.1:9464"}
                 "`adaptation.mode` is \"sometimes\": use none, baseline",
             ),
             ("{baseline_s: 60}", "`adaptation.mode` is missing"),
-            ("{mode: baseline}", "`adaptation.population` is missing"),
             (
                 "{mode: baseline, population: p.yaml, baseline_s: 0}",
                 "`adaptation.baseline_s` is 0",

@@ -84,6 +84,35 @@ pub struct Provenance {
     pub notes: Option<String>,
 }
 
+/// The session adaptation a model expects (issue 17): a model whose head was
+/// trained on baseline-re-centred features classifies raw ones wrongly, so the
+/// card says so, and the daemon defaults to it when its config has no
+/// `adaptation:` section. Optional: cards without it load as before.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CardAdaptation {
+    /// `none`, `baseline` or `calibration`.
+    pub mode: crate::adapt::Mode,
+    /// `baseline`: seconds of unlabelled rest at the session start.
+    #[serde(default = "default_baseline_s")]
+    pub baseline_s: f64,
+    /// The features the head takes: `logits`, `bandpower` or `both`
+    /// (absent: as the population head was trained, else `logits`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features: Option<String>,
+    /// The head trained on other people (`labram_core::adapt::PopulationModel`
+    /// YAML), a path relative to the card's directory; `baseline` needs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub population: Option<String>,
+}
+
+fn default_baseline_s() -> f64 {
+    60.0
+}
+
+/// The feature sets a card's `adaptation.features` may name.
+pub const ADAPTATION_FEATURES: [&str; 3] = ["logits", "bandpower", "both"];
+
 /// The model card.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -110,6 +139,9 @@ pub struct ModelCard {
     pub preprocessing: Preprocessing,
     #[serde(default)]
     pub provenance: Provenance,
+    /// The session adaptation the model expects (absent: none, the model's own softmax).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptation: Option<CardAdaptation>,
 }
 
 /// Errors reading or checking a card. Each names the file and what to fix.
@@ -215,7 +247,41 @@ impl ModelCard {
         if self.hop_s.is_nan() || self.hop_s <= 0.0 {
             return Err(format!("`hop_s` is {}; it must be > 0 seconds", self.hop_s));
         }
+        if let Some(a) = &self.adaptation {
+            if !(a.baseline_s.is_finite() && a.baseline_s > 0.0) {
+                return Err(format!(
+                    "`adaptation.baseline_s` is {}; it must be > 0 seconds",
+                    a.baseline_s
+                ));
+            }
+            if let Some(f) = a
+                .features
+                .as_deref()
+                .filter(|f| !ADAPTATION_FEATURES.contains(f))
+            {
+                return Err(format!(
+                    "`adaptation.features` is `{f}`; use one of {}",
+                    ADAPTATION_FEATURES.join(", ")
+                ));
+            }
+            if a.mode == crate::adapt::Mode::Baseline && a.population.is_none() {
+                return Err("`adaptation.mode` is baseline but `adaptation.population` is missing: name the head trained on other people's re-centred features (a file beside the card)".into());
+            }
+        }
         Ok(())
+    }
+
+    /// The population head file of `adaptation.population`, resolved against
+    /// the directory of the card of `model`.
+    pub fn population_path(&self, model: &Path) -> Option<PathBuf> {
+        let rel = self.adaptation.as_ref()?.population.as_deref()?;
+        let card = Self::path_for(model);
+        Some(
+            card.parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .join(rel),
+        )
     }
 
     /// Electrode indices for the ONNX `input_chans` input.
@@ -242,6 +308,7 @@ mod tests {
             hop_s: 1.0,
             preprocessing: Preprocessing::default(),
             provenance: Provenance::default(),
+            adaptation: None,
         }
     }
 
@@ -260,6 +327,35 @@ mod tests {
         let mut bad = card();
         bad.channels = vec!["FP9".into()];
         assert!(bad.validate().unwrap_err().contains("FP9"));
+    }
+
+    #[test]
+    fn adaptation_section_is_optional_and_checked() {
+        // A card without the section writes no `adaptation` key (old readers
+        // and byte-compared cards are unaffected) and reads back as None.
+        let c = card();
+        assert!(!c.to_yaml().contains("adaptation"));
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("m.onnx");
+        let text = c.to_yaml()
+            + "adaptation:\n  mode: baseline\n  features: bandpower\n  population: m.population.yaml\n";
+        std::fs::write(ModelCard::path_for(&model), &text).unwrap();
+        let got = ModelCard::load_for_model(&model).unwrap();
+        let a = got.adaptation.clone().unwrap();
+        assert_eq!(a.mode, crate::adapt::Mode::Baseline);
+        assert_eq!(a.baseline_s, 60.0);
+        assert_eq!(
+            got.population_path(&model),
+            Some(dir.path().join("m.population.yaml"))
+        );
+        let bad = text.replace("features: bandpower", "features: pixels");
+        std::fs::write(ModelCard::path_for(&model), bad).unwrap();
+        let e = ModelCard::load_for_model(&model).unwrap_err().to_string();
+        assert!(e.contains("`adaptation.features` is `pixels`"), "{e}");
+        let bad = text.replace("  population: m.population.yaml\n", "");
+        std::fs::write(ModelCard::path_for(&model), bad).unwrap();
+        let e = ModelCard::load_for_model(&model).unwrap_err().to_string();
+        assert!(e.contains("`adaptation.population` is missing"), "{e}");
     }
 
     #[test]

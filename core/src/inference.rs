@@ -711,6 +711,7 @@ mod tests {
         std::fs::write(&model, bytes).unwrap();
         let card = ModelCard {
             format: CARD_FORMAT,
+            adaptation: None,
             architecture: "labram_base_patch200_200".into(),
             trained: false,
             task: "test".into(),

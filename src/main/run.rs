@@ -162,7 +162,15 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         .set(i64::from(clf.cuda_fallback().is_some()));
     let health = Arc::new(Health::default());
     let window_s = (patches * PATCH_SIZE) as f64 / SAMPLE_RATE_HZ;
-    let mut adapter = match &cfg.adaptation {
+    let adaptation = labramd::adaptation::resolve(cfg.adaptation.as_ref(), &card, &cfg.model.path)
+        .map_err(|e| anyhow!("{cfg_file}: {e}"))?;
+    if cfg.adaptation.is_none() && adaptation.is_some() {
+        tracing::info!(
+            "adaptation as the model card {} says (no adaptation: section in the config)",
+            ModelCard::path_for(&cfg.model.path).display()
+        );
+    }
+    let mut adapter = match &adaptation {
         Some(a) => {
             let ad = Adapter::new(a, clf, &cfg.model.path, window_s)
                 .map_err(|e| anyhow!("{cfg_file}: {e}"))?;
@@ -196,7 +204,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     };
     let marker_feed = match (
         &mut adapter,
-        cfg.adaptation.as_ref().and_then(|a| a.markers.as_ref()),
+        adaptation.as_ref().and_then(|a| a.markers.as_ref()),
     ) {
         (Err(ad), Some(m)) if ad.wants_markers() => {
             tracing::info!(

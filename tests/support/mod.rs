@@ -32,6 +32,7 @@ pub fn python() -> PathBuf {
 pub fn golden_card(channels: &[&str], patches: usize, hop_s: f64) -> ModelCard {
     ModelCard {
         format: CARD_FORMAT,
+        adaptation: None,
         architecture: "labram_base_patch200_200".into(),
         trained: false,
         task: "golden parity checkpoint (untrained)".into(),

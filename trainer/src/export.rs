@@ -279,6 +279,7 @@ pub fn export(req: &ExportRequest) -> Result<ExportSummary, ExportError> {
     let bytes = onnx_bytes(&sd, arch, req.num_classes, req.graph)?;
     let card = ModelCard {
         format: CARD_FORMAT,
+        adaptation: None,
         architecture: arch.name.to_string(),
         trained: req.trained,
         task: req.task.clone(),

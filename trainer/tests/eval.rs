@@ -169,6 +169,7 @@ fn model_with_card(dir: &Path, hop_s: f64) -> PathBuf {
     std::fs::copy(shared().join("golden/reference_torch_export.onnx"), &model).unwrap();
     let card = ModelCard {
         format: CARD_FORMAT,
+        adaptation: None,
         architecture: "labram_base_patch200_200".into(),
         trained: false,
         task: "evaluate test (golden seeded weights)".into(),

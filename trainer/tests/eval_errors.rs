@@ -23,6 +23,7 @@ fn with_card(dir: &Path, model: &Path, name: &str) -> PathBuf {
     std::fs::copy(model, &dest).unwrap();
     let card = ModelCard {
         format: CARD_FORMAT,
+        adaptation: None,
         architecture: "labram_base_patch200_200".into(),
         trained: false,
         task: "evaluate test (golden seeded weights)".into(),
