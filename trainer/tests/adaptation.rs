@@ -57,9 +57,12 @@ fn evaluate(mode: &str, extra: &[&str]) -> std::process::Output {
 
 #[test]
 fn every_protocol_scores_the_same_real_windows() {
+    let dir = tempfile::tempdir().expect("tempdir");
     let mut windows = Vec::new();
     for mode in ["baseline", "none", "calibration"] {
-        let out = evaluate(mode, &["--verbose"]);
+        let csv = dir.path().join(format!("{mode}.csv"));
+        let csv_arg = csv.display().to_string();
+        let out = evaluate(mode, &["--verbose", "--predictions", &csv_arg]);
         assert!(out.status.success(), "{mode}: {}", stderr(&out));
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let ba = figure(&text, "balanced accuracy");
@@ -78,6 +81,7 @@ fn every_protocol_scores_the_same_real_windows() {
             "{text}"
         );
         windows.push(n);
+        check_predictions(&std::fs::read_to_string(&csv).expect("predictions"), mode);
         // Each person's own calibration separates rest from arithmetic well.
         if mode == "calibration" {
             assert!(ba > 0.7, "calibration balanced accuracy {ba}\n{text}");
@@ -118,4 +122,44 @@ fn protocol_errors_name_the_fix() {
         "{}",
         stderr(&out)
     );
+}
+
+/// Every window fed is a row; scored rows are all classified; once a session
+/// has classified a window it never calibrates again (none: from the start).
+fn check_predictions(text: &str, mode: &str) {
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    // 244 s of stream per person, a window every 4 s.
+    assert_eq!(rows.len(), 2 * 61, "{mode}");
+    assert_eq!(rows.iter().filter(|r| r[4] == "true").count(), 80, "{mode}");
+    assert!(
+        rows.iter()
+            .filter(|r| r[4] == "true")
+            .all(|r| r[5] == "classified"),
+        "{mode}"
+    );
+    for person in ["Subject25", "Subject26"] {
+        let answers: Vec<&str> = rows
+            .iter()
+            .filter(|r| r[1] == person)
+            .map(|r| r[5])
+            .collect();
+        let first = answers
+            .iter()
+            .position(|a| *a == "classified")
+            .expect("classified");
+        assert!(
+            answers[first..].iter().all(|a| *a == "classified"),
+            "{mode} {person}"
+        );
+        let expected_first = match mode {
+            "none" => 0,
+            "baseline" => 15, // 60 s of 4-s windows
+            _ => 20,          // + 20 s of arithmetic
+        };
+        assert_eq!(first, expected_first, "{mode} {person}");
+    }
 }

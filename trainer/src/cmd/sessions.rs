@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use labram_core::adapt::Mode;
+use labram_core::adapt::{Answer, Mode};
 use labram_core::card::{ModelCard, Preprocessing, PATCH_SIZE, SAMPLE_RATE_HZ};
 use labram_trainer::data::makers::EEGMAT_CHANNELS;
 use labram_trainer::data::split::SubjectSet;
@@ -78,6 +78,11 @@ pub struct SessionArgs {
     /// Subjects of --train-eegmat, e.g. `0-21`.
     #[arg(long, value_name = "RANGE", requires = "train_eegmat")]
     pub train_subjects: Option<SubjectSet>,
+    /// Write the answer to every window to this CSV (session, end time in
+    /// the session, truth, scored, calibrating or class probabilities): what
+    /// the daemon must reproduce on the same stream.
+    #[arg(long, value_name = "FILE.csv")]
+    pub predictions: Option<PathBuf>,
     #[command(flatten)]
     pub protocol: ProtocolArgs,
 }
@@ -215,6 +220,11 @@ pub fn run(
         a.adaptation, s.opts.baseline_s, a.protocol.holdout
     );
     let multi = s.kinds.len() > 1;
+    let mut csv = a
+        .predictions
+        .as_deref()
+        .map(|p| PredictionsCsv::create(p, &classes))
+        .transpose()?;
     for &kind in &s.kinds {
         let prefix = if multi {
             format!("[{}] ", kind.as_str())
@@ -234,6 +244,9 @@ pub fn run(
         let mut all = Scores::default();
         for (sf, sc) in test_f.iter().zip(&per) {
             all.extend(sc);
+            if let Some(out) = csv.as_mut() {
+                out.session(kind, &sf.name, sc)?;
+            }
             if verbose {
                 println!("{prefix}session {}: {}", sf.name, one_line(sc));
             }
@@ -249,7 +262,71 @@ pub fn run(
             None => println!("{prefix}auroc: n/a (more than two classes)"),
         }
     }
-    Ok(())
+    csv.map_or(Ok(()), PredictionsCsv::finish)
+}
+
+/// The `--predictions` CSV: one row per window fed to a session.
+struct PredictionsCsv {
+    path: PathBuf,
+    classes: usize,
+    out: std::io::BufWriter<std::fs::File>,
+}
+
+impl PredictionsCsv {
+    /// Creates the file and writes the header (`p_<class>` per class).
+    fn create(path: &Path, classes: &[String]) -> anyhow::Result<Self> {
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("cannot write --predictions {}", path.display()))?;
+        let mut csv = Self {
+            path: path.to_path_buf(),
+            classes: classes.len(),
+            out: std::io::BufWriter::new(file),
+        };
+        let probs: Vec<String> = classes.iter().map(|c| format!("p_{c}")).collect();
+        csv.line(format_args!(
+            "features,session,end_s,truth,scored,answer,seconds_left,{}",
+            probs.join(",")
+        ))?;
+        Ok(csv)
+    }
+
+    fn line(&mut self, args: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
+        use std::io::Write as _;
+        writeln!(self.out, "{args}")
+            .with_context(|| format!("cannot write --predictions {}", self.path.display()))
+    }
+
+    /// One session's answers.
+    fn session(&mut self, kind: FeatureKind, session: &str, sc: &Scores) -> anyhow::Result<()> {
+        for w in &sc.windows {
+            let truth = w.truth.map_or(String::new(), |t| t.to_string());
+            let (answer, left, probs) = match &w.answer {
+                Answer::Calibrating { seconds_left } => (
+                    "calibrating",
+                    format!("{seconds_left:.3}"),
+                    vec![""; self.classes].join(","),
+                ),
+                Answer::Classified { probabilities } => {
+                    let p: Vec<String> = probabilities.iter().map(|p| format!("{p:.9}")).collect();
+                    ("classified", String::new(), p.join(","))
+                }
+            };
+            self.line(format_args!(
+                "{},{session},{:.4},{truth},{},{answer},{left},{probs}",
+                kind.as_str(),
+                w.end_s,
+                w.scored
+            ))?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> anyhow::Result<()> {
+        use std::io::Write as _;
+        self.out
+            .flush()
+            .with_context(|| format!("cannot write --predictions {}", self.path.display()))
+    }
 }
 
 /// The features of `kind` of every person.

@@ -331,17 +331,31 @@ pub fn features(
     })
 }
 
-/// Labels and probabilities of scored windows.
+/// The answer to one window a session was fed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowAnswer {
+    /// Session time of the window's last sample.
+    pub end_s: f64,
+    /// The class of the span it lies in (`None`: it straddles two).
+    pub truth: Option<usize>,
+    pub scored: bool,
+    pub answer: Answer,
+}
+
+/// Labels and probabilities of scored windows, and the answer to every window
+/// (for `--predictions`, and to compare with the daemon's).
 #[derive(Debug, Clone, Default)]
 pub struct Scores {
     pub labels: Vec<usize>,
     pub probs: Vec<Vec<f64>>,
+    pub windows: Vec<WindowAnswer>,
 }
 
 impl Scores {
     pub fn extend(&mut self, other: &Scores) {
         self.labels.extend_from_slice(&other.labels);
         self.probs.extend(other.probs.iter().cloned());
+        self.windows.extend(other.windows.iter().cloned());
     }
 
     /// Balanced accuracy (arg-max; 0.5 threshold for two classes).
@@ -380,6 +394,12 @@ pub fn run_session(sf: &SessionFeatures, spec: SessionSpec) -> Result<Scores, Se
             next_marker += 1;
         }
         let answer = session.push(end_s, row).map_err(adapt)?;
+        out.windows.push(WindowAnswer {
+            end_s,
+            truth: sf.label(i),
+            scored: sf.scored(i),
+            answer: answer.clone(),
+        });
         if !sf.scored(i) {
             continue;
         }
