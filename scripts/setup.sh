@@ -23,8 +23,9 @@ cd "$ROOT"
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 # --- system packages -------------------------------------------------------------
-# The daemon alone needs only a C linker; the trainer's hdf5 crate needs libhdf5-dev.
-pkgs=(build-essential pkg-config libhdf5-dev)
+# The daemon alone needs only a C linker; the trainer's hdf5 crate needs libhdf5-dev;
+# prometheus (server + promtool) checks monitoring/'s rules and runs tests/prometheus.rs.
+pkgs=(build-essential pkg-config libhdf5-dev prometheus)
 [ "$MODE" = demo ] && pkgs=(build-essential)
 missing=()
 for pkg in "${pkgs[@]}"; do
