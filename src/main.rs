@@ -2,8 +2,9 @@
 //!
 //! * `labramd run --config FILE`: the daemon (LSL in → preprocessing → ONNX Runtime
 //!   → LSL out, Prometheus metrics on `/metrics`, health on `/healthz`).
-//! * `labramd replay FILE`: streams an EDF/EDF+/BDF recording as an LSL outlet in
-//!   real time (the demo source, and a test tool when no amplifier is attached).
+//! * `labramd replay FILE...`: streams EDF/EDF+/BDF recordings back to back as one
+//!   LSL outlet in real time, their annotations as markers (the demo source, and a
+//!   test tool when no amplifier is attached).
 //!
 //! This file is only the command line; the daemon's wiring lives in `main/run.rs`
 //! and every stage in the library (`labramd::{acquisition, window, inference,
@@ -45,7 +46,21 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         summary: Option<PathBuf>,
     },
-    /// Stream an EDF / EDF+ / BDF recording as an LSL outlet in real time.
+    /// Stream EDF / EDF+ / BDF recordings as an LSL outlet in real time, like an amplifier
+    ///
+    /// Several files play back to back as one stream (same channels, units and rate;
+    /// timestamps run on without a gap). The files' EDF+ annotations, and with several
+    /// files each file's stem at its start, go out on the marker stream `<name>-markers`,
+    /// stamped on the EEG's clock.
+    ///
+    /// Examples:
+    ///
+    ///   labramd replay data/eegmat-Subject25_2.edf --loop
+    ///
+    ///   labramd replay data/eegmat-Subject25_1.edf data/eegmat-Subject25_2.edf --loop --name labramd-demo
+    ///
+    ///   labramd replay S001R04.edf --speed 4 --wait-consumers 30   # annotations on S001R04-markers
+    #[command(verbatim_doc_comment)]
     Replay(labramd::replay::ReplayArgs),
 }
 

@@ -212,3 +212,280 @@ fn bad_arguments_and_files_are_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--speed is 0"), "{err}");
 }
+
+/// What `tests/support/replay_peer.py` received: the EEG stream's timestamps and channel
+/// 0, and the marker stream (if any).
+struct WithMarkers {
+    out: Value,
+    log: String,
+}
+
+impl WithMarkers {
+    fn timestamps(&self) -> Vec<f64> {
+        f64s(&self.out["timestamps"])
+    }
+
+    /// (text, timestamp, arrival) of every marker.
+    fn markers(&self) -> Vec<(String, f64, f64)> {
+        self.out["markers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["text"].as_str().unwrap().to_string(),
+                    m["timestamp"].as_f64().unwrap(),
+                    m["arrived"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    }
+}
+
+fn f64s(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+/// Replays `files` with `args` to `replay_peer.py` (markers inlet first, then the EEG).
+fn replay_with_markers(
+    files: &[&Path],
+    tag: &str,
+    max_samples: usize,
+    markers_resolve_s: f64,
+    args: &[&str],
+) -> WithMarkers {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let name = format!("labramd-replay-{tag}-{}", std::process::id());
+    let mut peer = Command::new(python());
+    peer.arg(repo().join("tests/support/replay_peer.py"))
+        .args(["--name", &name, "--max-samples", &max_samples.to_string()])
+        .args(["--markers-resolve-s", &markers_resolve_s.to_string()])
+        .arg("--out")
+        .arg(d.join("out.json"));
+    let mut peer = Proc::spawn("replay_peer", peer, d.join("peer.log"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_labramd"));
+    cmd.arg("replay")
+        .args(files)
+        .args(["--name", &name, "--wait-consumers", "60"])
+        .args(args);
+    let replay = Proc::spawn("replay", cmd, d.join("replay.log"));
+    let status = peer.wait(120.0);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "replay_peer failed:\n{}\nreplay log:\n{}",
+        peer.log_text(),
+        replay.log_text()
+    );
+    let out = serde_json::from_str(&std::fs::read_to_string(d.join("out.json")).unwrap()).unwrap();
+    WithMarkers {
+        out,
+        log: replay.log_text(),
+    }
+}
+
+/// pyedflib's view of a file: (rate, annotations as (onset, text), channel 0 values).
+fn pyedflib_view(file: &Path) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("view.json");
+    let code = "import json, sys, pyedflib\n\
+        f = pyedflib.EdfReader(sys.argv[1])\n\
+        on, _, text = f.readAnnotations()\n\
+        json.dump(dict(rate=f.getSampleFrequency(0), onsets=list(map(float, on)),\n\
+        texts=list(map(str, text)), ch0=f.readSignal(0).tolist(),\n\
+        uv=1000.0 if f.getPhysicalDimension(0).strip() == 'mV' else 1.0), open(sys.argv[2], 'w'))";
+    let status = Command::new(python())
+        .args(["-c", code])
+        .arg(file)
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "pyedflib could not read {}",
+        file.display()
+    );
+    serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
+}
+
+/// Timestamps one period apart throughout (no gap, no overlap).
+fn assert_continuous(ts: &[f64], period: f64) {
+    for (i, w) in ts.windows(2).enumerate() {
+        assert!(
+            ((w[1] - w[0]) - period).abs() < 1e-6,
+            "samples {i} and {}: {} s apart, not {period} s",
+            i + 1,
+            w[1] - w[0]
+        );
+    }
+}
+
+#[test]
+fn eegmmidb_annotations_arrive_as_markers_at_their_onsets() {
+    let file = shared().join("data/eegmmidb/S001R04.edf");
+    let speed = 10.0;
+    let r = replay_with_markers(&[&file], "mmidb", 20_000, 30.0, &["--speed", "10"]);
+    let view = pyedflib_view(&file);
+    let rate = view["rate"].as_f64().unwrap();
+    let ts = r.timestamps();
+    assert_eq!(ts.len(), 20_000, "the whole file; replay log:\n{}", r.log);
+    assert_continuous(&ts, 1.0 / (rate * speed));
+    let info = &r.out["markers_stream"];
+    assert_eq!(info["type"], "Markers");
+    assert_eq!(info["channel_count"], 1);
+    assert_eq!(info["channel_format"], 3, "string");
+    assert_eq!(info["nominal_rate"], 0.0, "irregular");
+    let markers = r.markers();
+    let texts: Vec<String> = strs(&view["texts"]);
+    let onsets = f64s(&view["onsets"]);
+    assert_eq!(texts.len(), 30);
+    assert_eq!(
+        markers.iter().map(|m| m.0.clone()).collect::<Vec<_>>(),
+        texts,
+        "marker texts in onset order, as pyedflib reads them"
+    );
+    let period = 1.0 / (rate * speed);
+    for ((text, stamp, arrived), onset) in markers.iter().zip(&onsets) {
+        // The EEG sample at the onset carries the marker's time stamp.
+        let i = (onset * rate).round() as usize;
+        assert!(
+            (stamp - ts[i]).abs() <= period,
+            "{text} at {onset} s: stamped {stamp}, its sample {i} at {}",
+            ts[i]
+        );
+        assert!(
+            (stamp - (ts[0] + onset / speed)).abs() <= period,
+            "{text} at {onset} s: stamped {stamp}, want {}",
+            ts[0] + onset / speed
+        );
+        // Pushed when the EEG reached it: not early, and not long after.
+        assert!(
+            *arrived > stamp - 0.005 && *arrived < stamp + 0.3,
+            "{text} at {onset} s stamped {stamp} arrived {arrived}"
+        );
+    }
+}
+
+#[test]
+fn two_files_play_as_one_continuous_stream_with_a_marker_at_each_start() {
+    let a = shared().join("data/eegmat/Subject00_2.edf");
+    let b = shared().join("data/eegmat/Subject01_2.edf");
+    let (va, vb) = (pyedflib_view(&a), pyedflib_view(&b));
+    let (na, nb) = (
+        va["ch0"].as_array().unwrap().len(),
+        vb["ch0"].as_array().unwrap().len(),
+    );
+    assert_eq!((na, nb), (31_000, 31_000));
+    let speed = 20.0;
+    let r = replay_with_markers(&[&a, &b], "two", na + nb, 30.0, &["--speed", "20"]);
+    let ts = r.timestamps();
+    assert_eq!(ts.len(), na + nb, "summed length; replay log:\n{}", r.log);
+    // Sample na (file b's first) one period after sample na - 1 (file a's last).
+    assert_continuous(&ts, 1.0 / (500.0 * speed));
+    // Values: file a, then file b, each from its first sample.
+    let got = f64s(&r.out["ch0"]);
+    let want: Vec<f64> = f64s(&va["ch0"])
+        .into_iter()
+        .chain(f64s(&vb["ch0"]))
+        .collect();
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        let w = *w as f32 as f64;
+        assert!(
+            (g - w).abs() <= 1e-6 * w.abs().max(1.0),
+            "sample {i}: {g} vs pyedflib {w}"
+        );
+    }
+    let markers = r.markers();
+    let texts: Vec<&str> = markers.iter().map(|m| m.0.as_str()).collect();
+    assert_eq!(texts, vec!["Subject00_2", "Subject01_2"]);
+    let period = 1.0 / (500.0 * speed);
+    assert!((markers[0].1 - ts[0]).abs() <= period, "{markers:?}");
+    assert!((markers[1].1 - ts[na]).abs() <= period, "{markers:?}");
+    assert!(r.log.contains("file 2/2"), "{}", r.log);
+}
+
+/// Two small EDF+ files (pyedflib, 10 s at 256 Hz) named `a.edf` and `b.edf`.
+fn two_small_files(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let a = dir.join("a.edf");
+    let status = Command::new(python())
+        .arg(repo().join("tests/support/lsl_peer.py"))
+        .args(["write-edf", "--out"])
+        .arg(&a)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let b = dir.join("b.edf");
+    std::fs::copy(&a, &b).unwrap();
+    (a, b)
+}
+
+#[test]
+fn looping_over_two_files_keeps_time_running_and_marks_each_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = two_small_files(dir.path());
+    let n = 2560;
+    let r = replay_with_markers(
+        &[&a, &b],
+        "loop2",
+        2 * n + 100,
+        30.0,
+        &["--speed", "8", "--loop"],
+    );
+    let ts = r.timestamps();
+    assert!(ts.len() >= 2 * n + 100, "{}", r.log);
+    assert_continuous(&ts, 1.0 / (256.0 * 8.0));
+    let markers = r.markers();
+    let texts: Vec<&str> = markers.iter().map(|m| m.0.as_str()).collect();
+    assert_eq!(texts, vec!["a", "b", "a"], "{markers:?}");
+    for (k, m) in markers.iter().enumerate() {
+        assert!(
+            (m.1 - ts[k * n]).abs() <= 1.0 / (256.0 * 8.0),
+            "{} stamped {}, its first sample {}",
+            m.0,
+            m.1,
+            ts[k * n]
+        );
+    }
+}
+
+#[test]
+fn no_markers_flag_publishes_no_marker_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = two_small_files(dir.path());
+    let r = replay_with_markers(
+        &[&a, &b],
+        "nomarkers",
+        2 * 2560,
+        3.0,
+        &["--speed", "8", "--no-markers"],
+    );
+    assert!(
+        r.out["markers_stream"].is_null(),
+        "{:?}",
+        r.out["markers_stream"]
+    );
+    assert_eq!(r.timestamps().len(), 2 * 2560);
+    assert_continuous(&r.timestamps(), 1.0 / (256.0 * 8.0));
+}
+
+#[test]
+fn files_with_different_layouts_are_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_labramd"))
+        .arg("replay")
+        .arg(shared().join("data/eegmat/Subject00_1.edf"))
+        .arg(shared().join("data/eegmmidb/S001R04.edf"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("S001R04.edf cannot follow")
+            && err.contains("Subject00_1.edf")
+            && err.contains("sample rate is 160 Hz, not 500 Hz"),
+        "{err}"
+    );
+}
