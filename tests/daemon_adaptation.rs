@@ -204,6 +204,8 @@ struct Scenario<'a> {
     adaptation: String,
     files: Vec<(&'a str, f64)>,
     markers: Vec<&'a str>,
+    /// Seconds into the stream at which the outlet goes away for 3 s.
+    outage_at_s: Option<f64>,
 }
 
 fn run(dir: &Path, s: &Scenario<'_>) -> Run {
@@ -262,6 +264,9 @@ fn run(dir: &Path, s: &Scenario<'_>) -> Run {
             "--seconds".into(),
             secs.to_string(),
         ]);
+    }
+    if let Some(at) = s.outage_at_s {
+        args.extend(["--outage-at-s".into(), at.to_string()]);
     }
     if !s.markers.is_empty() {
         args.extend(["--markers-name".into(), mk_name.clone()]);
@@ -354,8 +359,28 @@ fn reference(
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
     let fs = r.outlet["fs"].as_f64().unwrap();
-    let t0 = r.outlet["t0"].as_f64().unwrap();
-    let wins = offline_windows(&r.pushed, labels.len(), selection(&labels), fs);
+    let n_src = labels.len();
+    // Each stream connection through a fresh stage; after a reconnect the
+    // session goes on from the signal time already received (the daemon's
+    // definition, `labramd::adaptation`; evaluate has no reconnects).
+    let mut wins = Vec::new();
+    let mut offset_s = 0.0;
+    for seg in r.outlet["segments"].as_array().unwrap() {
+        let (t0, first, n) = (
+            seg["t0"].as_f64().unwrap(),
+            seg["first"].as_u64().unwrap() as usize,
+            seg["n"].as_u64().unwrap() as usize,
+        );
+        let x = &r.pushed[first * n_src..(first + n) * n_src];
+        for w in offline_windows(x, n_src, selection(&labels), fs) {
+            wins.push((
+                offset_s + w.end_s,
+                t0 + (w.frames_in - 1) as f64 / fs,
+                w.data,
+            ));
+        }
+        offset_s += ((n as u64 * 2) / 5) as f64 / SAMPLE_RATE_HZ;
+    }
     let card = card();
     let mut ex: Box<dyn FeatureExtractor> = if logits {
         let clf = Classifier::new(&model(), Device::Cpu, 1).expect("model");
@@ -393,16 +418,16 @@ fn reference(
         .collect();
     markers.reverse();
     let mut out = Vec::new();
-    for w in &wins {
-        while markers.last().is_some_and(|(at, _)| *at < w.end_s - 1e-6) {
+    for (end_s, t_last, data) in &wins {
+        while markers.last().is_some_and(|(at, _)| *at < end_s - 1e-6) {
             let (at, text) = markers.pop().unwrap();
             // An unknown class is the daemon's warning; the session ignores it.
             let _ = session.marker(at, Some(&text));
         }
         let mut row = Vec::new();
-        ex.extract(&w.data, &mut row).expect("features");
-        let answer = session.push(w.end_s, &row).expect("push");
-        out.push((t0 + (w.frames_in - 1) as f64 / fs, answer));
+        ex.extract(data, &mut row).expect("features");
+        let answer = session.push(*end_s, &row).expect("push");
+        out.push((*t_last, answer));
     }
     out
 }
@@ -508,6 +533,7 @@ fn baseline_session_matches_offline_and_a_restart_resumes() {
             adaptation: adaptation.clone(),
             files: vec![("Subject26_1.edf", REST_S), ("Subject26_2.edf", TASK_S)],
             markers: vec![],
+            outage_at_s: None,
         },
     );
     assert!(r.exit_ok, "{}", r.log);
@@ -554,6 +580,7 @@ fn baseline_session_matches_offline_and_a_restart_resumes() {
             adaptation,
             files: vec![("Subject26_2.edf", 20.0)],
             markers: vec![],
+            outage_at_s: None,
         },
     );
     assert!(r2.exit_ok, "{}", r2.log);
@@ -621,6 +648,7 @@ fn calibration_with_markers_matches_offline() {
             ),
             files: vec![("Subject26_1.edf", REST_S), ("Subject26_2.edf", TASK_S)],
             markers: vec!["0=rest", "90=arithmetic", "95=jumping"],
+            outage_at_s: None,
         },
     );
     assert!(r.exit_ok, "{}", r.log);
@@ -675,6 +703,7 @@ fn calibration_cut_short_is_warned_about() {
             ),
             files: vec![("Subject26_1.edf", 20.0)],
             markers: vec!["0=rest"],
+            outage_at_s: None,
         },
     );
     assert!(r.exit_ok, "{}", r.log);
@@ -688,4 +717,38 @@ fn calibration_cut_short_is_warned_about() {
         !state.exists(),
         "a state was written for an unfinished calibration"
     );
+}
+
+/// A stream lost during the baseline: the session outlives the reconnect and
+/// the baseline goes on with the signal that follows (the outage takes no
+/// session time), then classifies as the offline session over both connections.
+#[test]
+fn baseline_resumes_across_a_lost_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let population = population_head(d, 60.0);
+    let r = run(
+        d,
+        &Scenario {
+            tag: "lost",
+            adaptation: format!(
+                "adaptation: {{mode: baseline, baseline_s: 60, population: {}}}\n",
+                population.display()
+            ),
+            files: vec![("Subject26_1.edf", 70.0), ("Subject26_2.edf", 20.0)],
+            markers: vec![],
+            outage_at_s: Some(30.0),
+        },
+    );
+    assert!(r.exit_ok, "{}", r.log);
+    assert_eq!(r.outlet["segments"].as_array().unwrap().len(), 2);
+    assert!(
+        metric(&r.metrics, "labramd_stream_recoveries_total").unwrap_or(0.0) >= 1.0,
+        "{}",
+        r.log
+    );
+    let reference = reference(&r, Protocol::baseline(60.0), false, Some(&population), None);
+    let n = check_against(&r, &reference);
+    assert!(n >= 10, "{n} predictions");
+    check_calibration_status(&r);
 }
