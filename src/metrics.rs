@@ -9,7 +9,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts,
@@ -43,6 +43,11 @@ pub struct Metrics {
     pub nonfinite_values: IntCounter,
     pub time_correction: Gauge,
     pub cuda_fallback: IntGauge,
+    /// Published predictions by winning class (`labramd_predictions_total{class}`).
+    predictions: IntCounterVec,
+    /// Its series, one per class in marker order, made by
+    /// [`Metrics::set_prediction_classes`]: indexed on the hot path, no label lookup.
+    prediction_classes: Arc<OnceLock<Vec<IntCounter>>>,
     /// Seconds of baseline / calibration still to come (0 once classifying).
     pub calibration_seconds_left: Gauge,
     /// Windows the session learned from or waited through (not published).
@@ -118,6 +123,20 @@ impl Metrics {
         for r in DropReason::ALL {
             windows_dropped.with_label_values(&[r.label()]);
         }
+        let predictions = IntCounterVec::new(
+            Opts::new(
+                "labramd_predictions_total",
+                "Predictions published, by winning class (the marker stream's names)",
+            ),
+            &["class"],
+        )
+        .expect("valid counter");
+        registry
+            .register(Box::new(predictions.clone()))
+            .expect("unique name");
+        registry
+            .register(Box::new(process::ProcessCollector::new()))
+            .expect("unique name");
         let model_info = GaugeVec::new(
             Opts::new("labramd_model_info", "The model being served (value 1)"),
             &[
@@ -227,6 +246,8 @@ impl Metrics {
                 "labramd_cuda_fallback",
                 "1 when device cuda was asked for but the model runs on CPU",
             ),
+            predictions,
+            prediction_classes: Arc::default(),
             model_info,
             build_info,
             registry,
@@ -250,6 +271,27 @@ impl Metrics {
         self.windows_dropped
             .with_label_values(&[reason.label()])
             .get()
+    }
+
+    /// Creates one `labramd_predictions_total` series per class, at 0, so that a class
+    /// that has not won yet still shows (a dashboard sees 0, not a missing series).
+    /// `names` are the winners [`crate::publish::winner`] indexes
+    /// ([`crate::publish::marker_names`]). Only the first call counts: the model does
+    /// not change while the daemon runs.
+    pub fn set_prediction_classes(&self, names: &[String]) {
+        let handles = names
+            .iter()
+            .map(|n| self.predictions.with_label_values(&[n.as_str()]))
+            .collect();
+        let _ = self.prediction_classes.set(handles);
+    }
+
+    /// Counts one published prediction whose winner is `winner` (an index into the
+    /// names given to [`Metrics::set_prediction_classes`]; others are ignored).
+    pub fn prediction_published(&self, winner: usize) {
+        if let Some(c) = self.prediction_classes.get().and_then(|v| v.get(winner)) {
+            c.inc();
+        }
     }
 
     /// Sets the model-info series (labels in the order of the gauge's label names).
@@ -392,26 +434,193 @@ pub async fn serve(
         .await
 }
 
-/// This process's own resource use, read from /proc (Linux), for `labramd run --summary`
-/// and the benchmark relay: what `ps` would say, without a dependency.
+/// This process's own resource use, read from /proc (Linux): for `labramd run --summary`,
+/// the benchmark relay, and the `process_*` series of `/metrics` under the names and
+/// units every Prometheus client library uses, so stock dashboards and alerts work.
+///
+/// Read here rather than through the prometheus crate's `process` feature: that pulls
+/// in procfs and libc, and counts CPU in whole seconds, too coarse for a daemon that
+/// uses a few per cent of a core (`rate()` over a minute would read 0 or 1.6 %).
 pub mod process {
-    /// CPU seconds used by this process so far (user + system; the kernel reports them
-    /// in USER_HZ = 100 ticks per second on Linux).
+    use std::sync::Mutex;
+
+    use prometheus::core::{Collector, Desc};
+    use prometheus::proto::MetricFamily;
+    use prometheus::{Counter, Gauge};
+
+    /// Linux reports the times in /proc in USER_HZ, 100 ticks per second in the
+    /// user-space ABI of every architecture.
+    const USER_HZ: f64 = 100.0;
+
+    /// Field `n` (1-based, numbered as in proc(5)) of /proc/self/stat.
+    fn stat_field(stat: &str, n: usize) -> Option<f64> {
+        // Field 2, the command name, is in parentheses and may hold spaces and ')':
+        // the fields after it start after the last ')'.
+        let rest = stat.get(stat.rfind(')')? + 2..)?;
+        rest.split_whitespace().nth(n.checked_sub(3)?)?.parse().ok()
+    }
+
+    /// CPU seconds used by this process so far (user + system: utime and stime).
     pub fn cpu_seconds() -> Option<f64> {
         let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-        let rest = &stat[stat.rfind(')')? + 2..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let utime: f64 = f.get(11)?.parse().ok()?;
-        let stime: f64 = f.get(12)?.parse().ok()?;
-        Some((utime + stime) / 100.0)
+        Some((stat_field(&stat, 14)? + stat_field(&stat, 15)?) / USER_HZ)
+    }
+
+    /// When this process started, in seconds since the Unix epoch (boot time from
+    /// /proc/stat plus field 22, starttime, in ticks since boot).
+    pub fn start_time_seconds() -> Option<f64> {
+        let boot: f64 = std::fs::read_to_string("/proc/stat")
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()?;
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        Some(boot + stat_field(&stat, 22)? / USER_HZ)
+    }
+
+    /// A `Vm...:` line of /proc/self/status, in KiB.
+    fn status_kib(key: &str) -> Option<f64> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find_map(|l| l.strip_prefix(key))?;
+        line.split_whitespace().next()?.parse().ok()
     }
 
     /// Peak resident memory (MiB).
     pub fn peak_rss_mib() -> Option<f64> {
-        let status = std::fs::read_to_string("/proc/self/status").ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kb / 1024.0)
+        Some(status_kib("VmHWM:")? / 1024.0)
+    }
+
+    /// Resident memory now (bytes).
+    pub fn resident_bytes() -> Option<f64> {
+        Some(status_kib("VmRSS:")? * 1024.0)
+    }
+
+    /// Virtual memory size (bytes).
+    pub fn virtual_bytes() -> Option<f64> {
+        Some(status_kib("VmSize:")? * 1024.0)
+    }
+
+    /// Open file descriptors (the entries of /proc/self/fd, counting the one that
+    /// lists them, as the Go client does).
+    pub fn open_fds() -> Option<f64> {
+        Some(std::fs::read_dir("/proc/self/fd").ok()?.count() as f64)
+    }
+
+    /// The soft limit on open file descriptors (`ulimit -n`); `None` when unlimited.
+    pub fn max_fds() -> Option<f64> {
+        let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+        let line = limits
+            .lines()
+            .find_map(|l| l.strip_prefix("Max open files"))?;
+        line.split_whitespace().next()?.parse().ok()
+    }
+
+    /// The `process_*` series, read at each scrape. A reading that fails (no /proc)
+    /// leaves its series out rather than exporting a made-up 0.
+    pub struct ProcessCollector {
+        cpu: Counter,
+        resident: Gauge,
+        virtual_memory: Gauge,
+        open_fds: Gauge,
+        max_fds: Gauge,
+        start_time: Gauge,
+        start_time_known: bool,
+        descs: Vec<Desc>,
+        /// Serialises scrapes: the CPU counter advances by the difference to its
+        /// last value, which two concurrent scrapes would both add.
+        scrape: Mutex<()>,
+    }
+
+    impl ProcessCollector {
+        pub fn new() -> Self {
+            let counter = |name: &str, help: &str| Counter::new(name, help).expect("valid name");
+            let gauge = |name: &str, help: &str| Gauge::new(name, help).expect("valid name");
+            let start_time = gauge(
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds.",
+            );
+            let start = start_time_seconds();
+            if let Some(t) = start {
+                start_time.set(t);
+            }
+            let c = Self {
+                cpu: counter(
+                    "process_cpu_seconds_total",
+                    "Total user and system CPU time spent in seconds.",
+                ),
+                resident: gauge(
+                    "process_resident_memory_bytes",
+                    "Resident memory size in bytes.",
+                ),
+                virtual_memory: gauge(
+                    "process_virtual_memory_bytes",
+                    "Virtual memory size in bytes.",
+                ),
+                open_fds: gauge("process_open_fds", "Number of open file descriptors."),
+                max_fds: gauge(
+                    "process_max_fds",
+                    "Maximum number of open file descriptors.",
+                ),
+                start_time,
+                start_time_known: start.is_some(),
+                descs: Vec::new(),
+                scrape: Mutex::new(()),
+            };
+            let descs = [
+                c.cpu.desc(),
+                c.resident.desc(),
+                c.virtual_memory.desc(),
+                c.open_fds.desc(),
+                c.max_fds.desc(),
+                c.start_time.desc(),
+            ]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+            Self { descs, ..c }
+        }
+    }
+
+    impl Default for ProcessCollector {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
+    impl Collector for ProcessCollector {
+        fn desc(&self) -> Vec<&Desc> {
+            self.descs.iter().collect()
+        }
+
+        fn collect(&self) -> Vec<MetricFamily> {
+            let _scrape = self.scrape.lock().unwrap_or_else(|e| e.into_inner());
+            let mut out = Vec::new();
+            if let Some(cpu) = cpu_seconds() {
+                let past = self.cpu.get();
+                if cpu > past {
+                    self.cpu.inc_by(cpu - past);
+                }
+                out.extend(self.cpu.collect());
+            }
+            for (gauge, value) in [
+                (&self.resident, resident_bytes()),
+                (&self.virtual_memory, virtual_bytes()),
+                (&self.open_fds, open_fds()),
+                (&self.max_fds, max_fds()),
+            ] {
+                if let Some(v) = value {
+                    gauge.set(v);
+                    out.extend(gauge.collect());
+                }
+            }
+            if self.start_time_known {
+                out.extend(self.start_time.collect());
+            }
+            out
+        }
     }
 }
 
@@ -488,5 +697,71 @@ mod tests {
         );
         let rss = super::process::peak_rss_mib().expect("/proc/self/status");
         assert!(rss > 1.0, "peak RSS {rss} MiB");
+    }
+
+    /// The value of the series `series` (name and labels, exactly) in `text`.
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    #[test]
+    fn process_series_have_standard_names_and_plausible_values() {
+        // 40 files held open must show in process_open_fds (a reader of the wrong
+        // directory, or a constant, would not reach it).
+        let files: Vec<_> = (0..40)
+            .map(|_| std::fs::File::open("/proc/self/stat").expect("open"))
+            .collect();
+        let text = Metrics::new().render();
+        let v = |name: &str| value(&text, name).unwrap_or_else(|| panic!("no {name} in\n{text}"));
+        assert!(
+            text.contains("# TYPE process_cpu_seconds_total counter"),
+            "{text}"
+        );
+        assert!(v("process_cpu_seconds_total") >= 0.0);
+        let rss = v("process_resident_memory_bytes");
+        assert!(rss > 1e6, "resident {rss} bytes");
+        assert!(v("process_virtual_memory_bytes") >= rss);
+        let fds = v("process_open_fds");
+        assert!(fds >= 40.0, "{fds} open fds with 40 files open");
+        if let Some(max) = value(&text, "process_max_fds") {
+            assert!(max >= fds, "max fds {max} < open {fds}");
+        }
+        drop(files);
+        // The test binary started after boot and not in the future; a wrong field
+        // (ticks not divided, or another column) lands far outside.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_secs_f64();
+        let start = v("process_start_time_seconds");
+        assert!(
+            start <= now + 1.0 && start > now - 3600.0,
+            "start {start}, now {now}"
+        );
+    }
+
+    #[test]
+    fn predictions_are_counted_per_winning_class() {
+        let m = Metrics::new();
+        // Before the model is known nothing is counted, and nothing panics.
+        m.prediction_published(0);
+        assert!(!m.render().contains("labramd_predictions_total{"));
+        m.set_prediction_classes(&["rest".to_string(), "task".to_string()]);
+        m.prediction_published(1);
+        m.prediction_published(1);
+        m.prediction_published(7);
+        let text = m.render();
+        assert_eq!(
+            value(&text, "labramd_predictions_total{class=\"rest\"}"),
+            Some(0.0),
+            "{text}"
+        );
+        assert_eq!(
+            value(&text, "labramd_predictions_total{class=\"task\"}"),
+            Some(2.0),
+            "{text}"
+        );
     }
 }

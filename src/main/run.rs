@@ -157,6 +157,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         &hop_s.to_string(),
         &clf.device().to_string(),
     ]);
+    metrics.set_prediction_classes(&marker_names(&card.classes));
     metrics
         .cuda_fallback
         .set(i64::from(clf.cuda_fallback().is_some()));
@@ -778,6 +779,7 @@ fn inference_loop(
         metrics.inference.observe(t1 - t0);
         metrics.e2e_latency.observe(t2 - w.arrival);
         metrics.windows_published.inc();
+        metrics.prediction_published(winner(&probs));
         health.published.fetch_add(1, Ordering::Relaxed);
         if keep_records {
             report.records.push(Record {
