@@ -63,6 +63,21 @@ impl Default for Preprocessing {
     }
 }
 
+impl Preprocessing {
+    /// What live inference applies for a model trained on `self`: the same
+    /// band-pass and notch, always causal (a live stream has no future samples to
+    /// filter backwards with), at 200 Hz. The daemon and `labram-trainer evaluate`
+    /// both call this, so a model trained zero-phase is scored offline exactly as
+    /// the daemon serves it.
+    pub fn live(&self) -> Preprocessing {
+        Preprocessing {
+            mode: FilterMode::Causal,
+            sample_rate_hz: SAMPLE_RATE_HZ,
+            ..self.clone()
+        }
+    }
+}
+
 /// Where a model came from: enough to reproduce it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]

@@ -73,6 +73,13 @@ impl DropReason {
     }
 }
 
+/// The hop between windows in input frames for a hop of `hop_s` seconds at
+/// `input_rate_hz`: the nearest whole frame, at least one. The daemon and
+/// `evaluate` both cut on this grid.
+pub fn hop_frames(hop_s: f64, input_rate_hz: f64) -> u64 {
+    (hop_s * input_rate_hz).round().max(1.0) as u64
+}
+
 /// LSL time of one input frame and when the daemon received it (both in the local
 /// LSL clock, seconds).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -365,6 +372,43 @@ impl Stage {
         }
     }
 
+    /// Streams a recording through the stage as the daemon would receive it:
+    /// `signals[c][t]` are the stage's input channels at its input rate, pushed
+    /// in chunks of `chunk` frames and stamped `t / rate` (continuous, no gap).
+    /// `emit` sees every hop point, as with [`Stage::push`]. This is how
+    /// `labram-trainer evaluate` windows a file, so its windows are the daemon's,
+    /// bit for bit (the causal chain does not depend on how input is chunked).
+    pub fn push_signals(
+        &mut self,
+        signals: &[Vec<f32>],
+        chunk: usize,
+        mut emit: impl FnMut(StageOutput<'_>),
+    ) {
+        let n_ch = self.cfg.n_input_channels;
+        if signals.len() != n_ch {
+            debug_assert!(false, "{} signals for {n_ch} input channels", signals.len());
+            return;
+        }
+        let n = signals.iter().map(Vec::len).min().unwrap_or(0);
+        let rate = self.cfg.input_rate_hz;
+        let chunk = chunk.max(1);
+        let mut frames = Vec::with_capacity(chunk * n_ch);
+        let mut stamps = Vec::with_capacity(chunk);
+        let mut start = 0;
+        while start < n {
+            let end = (start + chunk).min(n);
+            frames.clear();
+            stamps.clear();
+            for t in start..end {
+                frames.extend(signals.iter().map(|s| s[t]));
+                let at = t as f64 / rate;
+                stamps.push(FrameStamp { t: at, arrival: at });
+            }
+            self.push(&frames, &stamps, &mut emit);
+            start = end;
+        }
+    }
+
     /// Picks and scales the model channels of `frames` into `self.sel`.
     fn select(&mut self, frames: &[f32]) {
         let n_src = self.cfg.n_input_channels;
@@ -406,6 +450,43 @@ impl Stage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A recording streamed by `push_signals` is cut on the daemon's grid: at
+    /// 500 Hz → 200 Hz, 4-s windows every 4 s end at input frames 2000, 4000; every
+    /// 1.5 s the hop points are 750, 1500, 2250, 3000 and the first full window
+    /// (800 outputs need 2000 inputs) ends at 2250. The windows equal those of
+    /// one `push` of the whole signal (chunking does not matter).
+    #[test]
+    fn push_signals_cuts_the_daemon_grid_whatever_the_chunks() {
+        let signals: Vec<Vec<f32>> = (0..3)
+            .map(|c| {
+                (0..5000)
+                    .map(|i| ((i as f32) * 0.01 * (c + 1) as f32).sin() * 20.0)
+                    .collect()
+            })
+            .collect();
+        let grid = |hop: u64, chunk: usize| {
+            let mut st = stage(500.0, 4, hop);
+            let mut got = Vec::new();
+            st.push_signals(&signals, chunk, |o| {
+                if let StageOutput::Window(w) = o {
+                    got.push((w.frames_in, w.data.clone()));
+                }
+            });
+            got
+        };
+        let four = grid(hop_frames(4.0, 500.0), 64);
+        assert_eq!(
+            four.iter().map(|w| w.0).collect::<Vec<_>>(),
+            vec![2000, 4000]
+        );
+        let one_and_half = grid(hop_frames(1.5, 500.0), 7);
+        assert_eq!(
+            one_and_half.iter().map(|w| w.0).collect::<Vec<_>>(),
+            vec![2250, 3000, 3750, 4500]
+        );
+        assert_eq!(grid(hop_frames(1.5, 500.0), 5000), one_and_half);
+    }
 
     fn stage(rate: f64, patches: usize, hop: u64) -> Stage {
         Stage::new(StageConfig {

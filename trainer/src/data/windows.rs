@@ -17,41 +17,6 @@ pub fn sliding_starts(n: usize, len: usize, hop: usize, first: usize) -> Vec<usi
     out
 }
 
-/// Starts of the windows the daemon cuts from a recording streamed through its
-/// causal chain (`labramd`'s `window::Stage`): every `hop_frames` input frames
-/// it takes the last `len` output samples, once that many exist. After `n`
-/// input frames the chain has produced `⌊(n·L − M)/M⌋ + 1` outputs for the
-/// rate ratio `200/fs = L/M` (the samples whose input has arrived), so the
-/// window of hop point `k` ends there. `n_out` caps the ends at the samples
-/// actually available.
-pub fn daemon_starts(
-    n_in: u64,
-    n_out: usize,
-    ratio: (u64, u64),
-    hop_frames: u64,
-    len: usize,
-) -> Vec<usize> {
-    let (l, m) = ratio;
-    let produced = |n: u64| {
-        if n * l < m {
-            0
-        } else {
-            ((n * l - m) / m + 1) as usize
-        }
-    };
-    let hop = hop_frames.max(1);
-    let mut out = Vec::new();
-    let mut k = hop;
-    while k <= n_in {
-        let end = produced(k).min(n_out);
-        if end >= len {
-            out.push(end - len);
-        }
-        k += hop;
-    }
-    out
-}
-
 /// Starts of windows for one event `[onset, onset + duration)` (samples): from
 /// the onset, every `hop`, while the window ends within the event; an event
 /// shorter than a window gets one window starting at its onset (so every event
@@ -143,19 +108,6 @@ mod tests {
         assert_eq!(
             event_starts(10_000, 0, 2000, 800, 400),
             vec![0, 400, 800, 1200]
-        );
-    }
-
-    #[test]
-    fn daemon_grid() {
-        // 500 Hz → 200 Hz is 2/5. 4-s windows every 4 s: ends at 800, 1600 → starts 0, 800.
-        assert_eq!(daemon_starts(5000, 2000, (2, 5), 2000, 800), vec![0, 800]);
-        // Every 1.5 s (750 frames): ends 300, 600, 900, 1200… → first full window ends at 900.
-        assert_eq!(daemon_starts(3000, 1200, (2, 5), 750, 800), vec![100, 400]);
-        // 256 Hz (25/32), hop 1 s: ends at ⌊(256k·25 − 32)/32⌋ + 1 = 200k.
-        assert_eq!(
-            daemon_starts(1024, 800, (25, 32), 256, 400),
-            vec![0, 200, 400]
         );
     }
 

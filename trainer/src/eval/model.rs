@@ -1,20 +1,20 @@
 //! Running an exported model (ONNX + card) over labelled data, the way the
-//! daemon would: the card's electrodes in the card's order, the card's
-//! preprocessing through `labram_core::dsp`, a window of the card's length every
-//! card hop on the daemon's grid (hop points counted in input frames, each
-//! window the last samples the chain has produced, see
-//! [`windows::daemon_starts`]), inference through `labram_core::inference`.
+//! daemon would: each recording is streamed through the daemon's own window
+//! stage (`labram_core::window::Stage`: the card's electrodes in the card's
+//! order, the card's preprocessing as live inference applies it, always causal,
+//! a window of the card's length every card hop on the daemon's grid), then
+//! inference through `labram_core::inference`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use labram_core::card::{ModelCard, PATCH_SIZE, SAMPLE_RATE_HZ};
 use labram_core::inference::{Classifier, Device, InferenceError};
+use labram_core::window::{self, Stage, StageConfig, StageOutput};
 
 use super::metrics::{self, MetricError, Report};
 use crate::data::format::{Dataset, FormatError};
 use crate::data::prepare::{self, Channels};
-use crate::data::windows;
 
 /// Windows per inference call.
 const BATCH: usize = 32;
@@ -178,37 +178,27 @@ pub fn evaluate_recordings(
 ) -> Result<Evaluation, EvalError> {
     let card = clf.card().clone();
     let len = card.window_patches * PATCH_SIZE;
-    let want = Channels::Exactly(card.channels.clone());
+    let window_values = card.channels.len() * len;
     let mut labels = Vec::new();
     let mut probs = Vec::new();
     let mut per_rec = Vec::new();
     for (path, class) in recordings {
         let file = path.display().to_string();
         let label = class_index(&card, &file, class)?;
-        let p = prepare::prepare(path, channel_map, &want, &card.preprocessing, false)
-            .map_err(|r| EvalError::recording(&file, r.message))?;
-        let ratio = labram_core::dsp::design::rational_ratio(p.input_rate_hz, SAMPLE_RATE_HZ)
-            .map_err(|e| EvalError::recording(&file, e.to_string()))?;
-        let hop_frames = (card.hop_s * p.input_rate_hz).round().max(1.0) as u64;
-        let starts =
-            windows::daemon_starts(p.input_samples as u64, p.samples(), ratio, hop_frames, len);
-        if starts.is_empty() {
+        let x = daemon_windows(&card, path, channel_map, &file)?;
+        let n_windows = x.len() / window_values;
+        if n_windows == 0 {
             return Err(EvalError::recording(
                 &file,
                 format!(
-                    "{:.1} s is shorter than one {:.0}-s window of the model",
-                    p.samples() as f64 / SAMPLE_RATE_HZ,
+                    "it is shorter than one {:.0}-s window of the model",
                     len as f64 / SAMPLE_RATE_HZ
                 ),
             ));
         }
         let mut rec_probs = Vec::new();
-        for chunk in starts.chunks(BATCH) {
-            let mut x = Vec::with_capacity(chunk.len() * card.channels.len() * len);
-            for &s in chunk {
-                x.extend(windows::cut(&p.data, s, len));
-            }
-            rec_probs.extend(classify(clf, &x, chunk.len())?);
+        for chunk in x.chunks(BATCH * window_values) {
+            rec_probs.extend(classify(clf, chunk, chunk.len() / window_values)?);
         }
         let k = rec_probs[0].len();
         let mean_probs = (0..k)
@@ -224,6 +214,43 @@ pub fn evaluate_recordings(
         probs.extend(rec_probs);
     }
     evaluation(labels, probs, per_rec)
+}
+
+/// Input frames pushed into the window stage at a time (a stream's chunks; the
+/// causal chain's output does not depend on their size).
+const STREAM_CHUNK: usize = 64;
+
+/// The windows the daemon would classify if `path` were streamed to it: the
+/// card's electrodes, the card's preprocessing as live inference applies it
+/// (always causal), the daemon's window stage and hop grid. Window after window,
+/// `[channels][patches × 200]` µV each.
+fn daemon_windows(
+    card: &ModelCard,
+    path: &Path,
+    channel_map: &BTreeMap<String, String>,
+    file: &str,
+) -> Result<Vec<f32>, EvalError> {
+    let want = Channels::Exactly(card.channels.clone());
+    let raw = prepare::read_raw(path, channel_map, &want, false)
+        .map_err(|r| EvalError::recording(file, r.message))?;
+    let n_ch = raw.signals.len();
+    let mut stage = Stage::new(StageConfig {
+        n_input_channels: n_ch,
+        selection: (0..n_ch).collect(),
+        to_microvolts: vec![1.0; n_ch],
+        input_rate_hz: raw.rate_hz,
+        patches: card.window_patches,
+        hop_frames: window::hop_frames(card.hop_s, raw.rate_hz),
+        preprocessing: card.preprocessing.live(),
+    })
+    .map_err(|e| EvalError::recording(file, e.to_string()))?;
+    let mut out = Vec::new();
+    stage.push_signals(&raw.signals, STREAM_CHUNK, |o| {
+        if let StageOutput::Window(w) = o {
+            out.extend_from_slice(&w.data);
+        }
+    });
+    Ok(out)
 }
 
 /// Runs the model over one split of a `make-dataset` output. The dataset's

@@ -87,7 +87,7 @@ pub fn load(
         .map(|blocks| {
             let s = sessions::stream(&sessions::session_name(blocks), blocks, layout)?;
             let mut bp = LogBandPower::new(layout.channels.len(), len, SAMPLE_RATE_HZ);
-            let f = sessions::features(&s, &mut bp, len)?;
+            let f = sessions::features(&s, &mut bp)?;
             bar.inc(1);
             Ok((s, f))
         })
@@ -97,7 +97,7 @@ pub fn load(
     let mut people = Vec::with_capacity(streamed.len());
     for (s, bandpower) in streamed {
         let logits = match model.as_deref_mut() {
-            Some(m) => Some(sessions::features(&s, m, len)?),
+            Some(m) => Some(sessions::features(&s, m)?),
             None => None,
         };
         bar.inc(1);

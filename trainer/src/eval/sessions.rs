@@ -22,11 +22,11 @@ use labram_core::adapt::{
     AdaptError, Answer, BaselineStats, FeatureError, FeatureExtractor, FeatureSpace, Mode,
     PopulationModel, Session, SessionSpec,
 };
-use labram_core::card::{FilterMode, Preprocessing, SAMPLE_RATE_HZ};
+use labram_core::card::{Preprocessing, PATCH_SIZE, SAMPLE_RATE_HZ};
+use labram_core::window::{self, Stage, StageConfig, StageOutput};
 
 use super::metrics::{self, MetricError};
 use crate::data::prepare::{self, Channels};
-use crate::data::windows;
 
 /// Windows per feature-extraction call (one model batch).
 const BATCH: usize = 32;
@@ -161,15 +161,29 @@ pub struct Segment {
     pub end_s: f64,
 }
 
-/// A session streamed through the causal chain and cut on the daemon's grid.
+/// Input frames pushed into the window stage at a time: a stream arrives in
+/// chunks; the causal chain's output does not depend on their size.
+const STREAM_CHUNK: usize = 64;
+
+/// A session streamed through the daemon's window stage.
 #[derive(Debug, Clone)]
 pub struct Streamed {
     pub name: String,
-    /// `[channels][samples]` µV at 200 Hz.
-    pub data: Vec<Vec<f32>>,
     pub segments: Vec<Segment>,
-    /// Window starts (200-Hz samples) and the segment each lies wholly inside.
-    pub windows: Vec<(usize, Option<usize>)>,
+    /// Every window the stage cut, in order.
+    pub windows: Vec<StreamedWindow>,
+}
+
+/// One window of a streamed session.
+#[derive(Debug, Clone)]
+pub struct StreamedWindow {
+    /// `[channels][patches × 200]` µV, as the daemon classifies it.
+    pub data: Vec<f32>,
+    /// Session time of the end of the window's last input sample (input frames
+    /// so far / input rate), the `end_s` the daemon gives the session too.
+    pub end_s: f64,
+    /// The segment the window lies wholly inside, if any.
+    pub segment: Option<usize>,
 }
 
 /// Reads a session's files, lays them out (holdout spans first, then the
@@ -224,34 +238,41 @@ pub fn stream(name: &str, blocks: &[Block], layout: &Layout) -> Result<Streamed,
             end_s: signals[0].len() as f64 / rate,
         });
     }
-    let pre = Preprocessing {
-        mode: FilterMode::Causal,
-        ..layout.preprocessing.clone()
-    };
     let setup = |e: String| SessionError::Recording {
         file: raws[0].1.clone(),
         message: e,
     };
-    let data =
-        labram_core::dsp::preprocess(&signals, rate, &pre).map_err(|e| setup(e.to_string()))?;
-    let ratio = labram_core::dsp::design::rational_ratio(rate, SAMPLE_RATE_HZ)
-        .map_err(|e| setup(e.to_string()))?;
-    let hop_frames = (layout.hop_s * rate).round().max(1.0) as u64;
-    let n_out = data.first().map_or(0, Vec::len);
-    let len = layout.window_len;
-    let windows = windows::daemon_starts(signals[0].len() as u64, n_out, ratio, hop_frames, len)
-        .into_iter()
-        .map(|s| {
-            let (t0, t1) = (s as f64 / SAMPLE_RATE_HZ, (s + len) as f64 / SAMPLE_RATE_HZ);
+    // The daemon's window stage itself, fed the stream as the daemon would
+    // receive it: the same causal chain, hop grid and window cut.
+    let patches = layout.window_len / PATCH_SIZE;
+    let mut stage = Stage::new(StageConfig {
+        n_input_channels: signals.len(),
+        selection: (0..signals.len()).collect(),
+        to_microvolts: vec![1.0; signals.len()],
+        input_rate_hz: rate,
+        patches,
+        hop_frames: window::hop_frames(layout.hop_s, rate),
+        preprocessing: layout.preprocessing.live(),
+    })
+    .map_err(|e| setup(e.to_string()))?;
+    let window_s = layout.window_s();
+    let mut windows = Vec::new();
+    stage.push_signals(&signals, STREAM_CHUNK, |out| {
+        if let StageOutput::Window(w) = out {
+            let t1 = w.frames_in as f64 / rate;
+            let t0 = t1 - window_s;
             let seg = segments
                 .iter()
                 .position(|g| t0 >= g.start_s - EPS && t1 <= g.end_s + EPS);
-            (s, seg)
-        })
-        .collect();
+            windows.push(StreamedWindow {
+                data: w.data.clone(),
+                end_s: t1,
+                segment: seg,
+            });
+        }
+    });
     Ok(Streamed {
         name: name.to_string(),
-        data,
         segments,
         windows,
     })
@@ -299,14 +320,13 @@ impl SessionFeatures {
 pub fn features(
     s: &Streamed,
     extractor: &mut dyn FeatureExtractor,
-    window_len: usize,
 ) -> Result<SessionFeatures, SessionError> {
     let mut rows = Vec::with_capacity(s.windows.len());
     let mut buf = Vec::new();
     for chunk in s.windows.chunks(BATCH) {
         buf.clear();
-        for &(start, _) in chunk {
-            windows::cut_into(&s.data, start, window_len, &mut buf);
+        for w in chunk {
+            buf.extend_from_slice(&w.data);
         }
         rows.extend(
             extractor
@@ -321,12 +341,8 @@ pub fn features(
         name: s.name.clone(),
         space: extractor.space(),
         rows,
-        end_s: s
-            .windows
-            .iter()
-            .map(|&(st, _)| (st + window_len) as f64 / SAMPLE_RATE_HZ)
-            .collect(),
-        segment: s.windows.iter().map(|&(_, g)| g).collect(),
+        end_s: s.windows.iter().map(|w| w.end_s).collect(),
+        segment: s.windows.iter().map(|w| w.segment).collect(),
         segments: s.segments.clone(),
     })
 }
