@@ -3,9 +3,10 @@
 //! pylsl outlet streaming a real recording, with the shipped alert rules
 //! (`monitoring/prometheus/labramd-rules.yml`) loaded. Checked through
 //! Prometheus's HTTP API, as a lab's dashboard and alerting would see it: every
-//! shipped rule evaluates without error, the latency histogram's p99 is a finite
-//! positive number, predictions and `process_*` series arrive, and when the
-//! producer stops the stream-lost alert fires.
+//! shipped rule evaluates without error, every query of the shipped Grafana
+//! dashboard (`monitoring/grafana/labramd.json`) finds its series, the latency
+//! histogram's p99 is a finite positive number, predictions and `process_*` series
+//! arrive, and when the producer stops the stream-lost alert fires.
 //!
 //! Only the stream-lost rule's `for:` is shortened (30 s -> 2 s) in the test's copy
 //! of the rules, so the test takes ~40 s rather than a minute more.
@@ -117,6 +118,35 @@ fn rules_with_short_stream_lost(for_s: u32) -> String {
     }
     assert!(found, "no LabramdStreamLost rule in {}", path.display());
     serde_norway::to_string(&doc).expect("rules back to YAML")
+}
+
+/// Every `(panel title, expr)` of `monitoring/grafana/labramd.json`; panics if a panel
+/// or target does not take its data source from `${DS_PROMETHEUS}` (a fixed uid would
+/// not exist in the Grafana it is imported into).
+fn dashboard_queries() -> Vec<(String, String)> {
+    let path = repo().join("monitoring/grafana/labramd.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let d: Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut out = Vec::new();
+    for p in d["panels"].as_array().expect("panels: a list") {
+        let title = p["title"].as_str().unwrap_or("?").to_string();
+        assert_eq!(
+            p["datasource"]["uid"], "${DS_PROMETHEUS}",
+            "panel {title:?}"
+        );
+        for t in p["targets"].as_array().into_iter().flatten() {
+            assert_eq!(
+                t["datasource"]["uid"], "${DS_PROMETHEUS}",
+                "panel {title:?}"
+            );
+            let expr = t["expr"]
+                .as_str()
+                .unwrap_or_else(|| panic!("panel {title:?}: no expr"));
+            out.push((title.clone(), expr.to_string()));
+        }
+    }
+    out
 }
 
 /// Starts Prometheus on a free loopback port scraping `127.0.0.1:<target>` as job
@@ -251,6 +281,28 @@ fn prometheus_scrapes_the_daemon_and_fires_stream_lost() {
         scalar(prom_port, "process_cpu_seconds_total").is_some_and(|c| c > 0.0),
         "process_cpu_seconds_total missing or 0"
     );
+
+    // Every query of the shipped Grafana dashboard is valid PromQL and finds its
+    // series in this Prometheus (Grafana's variables filled in as Grafana would), and
+    // every panel takes its data source from the dashboard's ${DS_PROMETHEUS} variable.
+    let dashboard = dashboard_queries();
+    assert!(
+        dashboard.len() >= 10,
+        "{} dashboard queries",
+        dashboard.len()
+    );
+    for (title, expr) in &dashboard {
+        let q = expr
+            .replace("$__rate_interval", "5s")
+            .replace("$instance", ".*");
+        match query(prom_port, &q) {
+            Ok(r) => assert!(
+                !r.is_empty(),
+                "dashboard panel {title:?}: no series for {q}"
+            ),
+            Err(e) => panic!("dashboard panel {title:?}: {e}"),
+        }
+    }
 
     // Every shipped rule is loaded and evaluates without error (promtool only checks
     // the syntax), and nothing fires while the stream flows.
