@@ -20,6 +20,7 @@ check() {
 check "cargo fmt --check" cargo fmt --all -- --check
 check "cargo clippy (all targets, -D warnings)" cargo clippy --workspace --all-targets -- -D warnings
 check "crate boundaries (cargo tree)" bash scripts/check-boundaries.sh
+check "promtool check + test rules (monitoring/prometheus)" bash -c 'promtool check rules monitoring/prometheus/*.yml && promtool test rules monitoring/prometheus/tests/*.yml'
 # labram-core alone, with only its own features (the workspace build merges the others').
 check "labram-core builds and tests alone" cargo test -p labram-core --no-fail-fast
 check "cargo test" cargo test --workspace --no-fail-fast
