@@ -16,6 +16,8 @@
 //!   record onsets of EDF+D files: [`EdfReader::record_onsets`].
 //! * `labramd replay`: [`EdfReader::read_frames`] gives the next record's frames
 //!   of chosen same-rate signals interleaved in µV with the record's onset.
+//! * XDF (LabRecorder's format): [`xdf`], a chunk reader and pyxdf's timestamp
+//!   processing.
 //!
 //! Every malformed input is an error ([`RecordingError`]) naming the file, the
 //! header field or byte offset and what is wrong; nothing panics (the header
@@ -36,6 +38,7 @@
 pub mod annotations;
 mod header;
 mod reader;
+pub mod xdf;
 
 use std::path::PathBuf;
 
