@@ -1790,6 +1790,74 @@ mod tests {
         assert!(sync::robust_fit(&[5.0, 5.0], &[1.0, 2.0]).is_none());
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        /// Any corruption of a sound file (bytes overwritten, then cut) gives
+        /// chunks or an error naming the file and an offset within it, never a
+        /// panic.
+        #[test]
+        fn corrupted_files_fail_cleanly(
+            edits in proptest::collection::vec((0usize..2000, 0u8..=255), 0..6),
+            cut in 0usize..2000,
+        ) {
+            let mut f = sound();
+            for (at, b) in edits {
+                let at = at % f.len();
+                f[at] = b;
+            }
+            let cut = cut.min(f.len());
+            let f = &f[..cut];
+            for known in [true, false] {
+                let p = read(f, known);
+                if let Some(e) = p.error {
+                    let msg = e.to_string();
+                    proptest::prop_assert!(msg.contains("rec.xdf"), "{}", msg);
+                    let offset = match e {
+                        XdfError::Truncated { offset, .. }
+                        | XdfError::Malformed { offset, .. }
+                        | XdfError::NoStreamHeader { offset, .. }
+                        | XdfError::Xml { offset, .. }
+                        | XdfError::ReadAt { offset, .. } => offset,
+                        XdfError::Io { .. } => 0,
+                    };
+                    proptest::prop_assert!(offset <= f.len() as u64, "{}", msg);
+                }
+            }
+        }
+    }
+
+    /// A file cut anywhere returns exactly the chunks that end before the cut
+    /// (the same as the whole file's), then an error unless the cut falls
+    /// between chunks.
+    #[test]
+    fn every_cut_keeps_the_chunks_before_it() {
+        let f = sound();
+        let all: Vec<Chunk> = XdfReader::from_reader(IoCursor::new(&f), None, path())
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let mut ends: Vec<u64> = all.iter().skip(1).map(|c| c.offset).collect();
+        ends.push(f.len() as u64);
+        for cut in 4..=f.len() {
+            let mut r = XdfReader::from_reader(IoCursor::new(&f[..cut]), None, path()).unwrap();
+            let mut got = Vec::new();
+            let mut failed = false;
+            for c in &mut r {
+                match c {
+                    Ok(c) => got.push(c),
+                    Err(_) => failed = true,
+                }
+            }
+            let whole = ends.iter().filter(|&&e| e <= cut as u64).count();
+            assert_eq!(got[..], all[..whole], "cut at {cut}");
+            assert_eq!(
+                failed,
+                !(cut == 4 || ends.contains(&(cut as u64))),
+                "cut at {cut}"
+            );
+        }
+    }
+
     #[test]
     fn median_as_numpy() {
         assert_eq!(sync::median(&[3.0, 1.0, 2.0]), 2.0);
