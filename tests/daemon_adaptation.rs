@@ -7,10 +7,10 @@
 //! trained on Subject25) and `calibration` (the model's logits; a pylsl marker
 //! outlet names the blocks). Checked against the same
 //! `labram_core::adapt::Session` driven offline in this test over the same
-//! windows (the pushed samples through `labram_core::window::Stage`): the
-//! `evaluate` command scores windows and prints metrics, not per-window
-//! probabilities, and lays a session out holdout-first, so the comparison is
-//! made with its engine, not its binary. Also: nothing is published before the
+//! windows (the pushed samples through `labram_core::window::Stage`), and,
+//! with the stream laid out as `evaluate` lays out a session (holdout spans
+//! first), against `labram-trainer evaluate --predictions` itself (the
+//! workspace's built binary). Also: nothing is published before the
 //! session has learned, the marker outlet and `/healthz` say `calibrating`, a
 //! restart with `state:` classifies from its first window, and bad input
 //! (an unknown class marker, a truncated state, a state of another model, a
@@ -80,7 +80,13 @@ struct OfflineWindow {
 /// The daemon's chain over interleaved frames `x` (`n_src` channels, µV at
 /// `fs`), cut every card hop; session time as `evaluate` computes it
 /// (`windows::daemon_starts`: the resampler's output count / 200 Hz).
-fn offline_windows(x: &[f32], n_src: usize, sel: Vec<usize>, fs: f64) -> Vec<OfflineWindow> {
+fn offline_windows(
+    x: &[f32],
+    n_src: usize,
+    sel: Vec<usize>,
+    fs: f64,
+    hop_s: f64,
+) -> Vec<OfflineWindow> {
     let card = card();
     let mut pre = card.preprocessing.clone();
     pre.mode = FilterMode::Causal;
@@ -91,7 +97,7 @@ fn offline_windows(x: &[f32], n_src: usize, sel: Vec<usize>, fs: f64) -> Vec<Off
         to_microvolts: vec![1.0; n_sel],
         input_rate_hz: fs,
         patches: card.window_patches,
-        hop_frames: (card.hop_s * fs).round() as u64,
+        hop_frames: (hop_s * fs).round() as u64,
         preprocessing: pre,
     })
     .expect("stage");
@@ -151,7 +157,7 @@ fn training_person() -> (Vec<f32>, f64) {
 fn population_head(dir: &Path, baseline_s: f64) -> PathBuf {
     let (x, fs) = training_person();
     let n_ch = card().channels.len();
-    let wins = offline_windows(&x, n_ch, (0..n_ch).collect(), fs);
+    let wins = offline_windows(&x, n_ch, (0..n_ch).collect(), fs, card().hop_s);
     let window_s = card().window_patches as f64;
     let mut bp = LogBandPower::new(n_ch, card().window_patches * 200, SAMPLE_RATE_HZ);
     let rows: Vec<Vec<f64>> = wins
@@ -189,6 +195,7 @@ fn population_head(dir: &Path, baseline_s: f64) -> PathBuf {
 
 /// What one daemon run produced.
 struct Run {
+    hop_s: f64,
     outlet: Value,
     pushed: Vec<f32>,
     predictions: Value,
@@ -202,7 +209,12 @@ struct Run {
 struct Scenario<'a> {
     tag: &'a str,
     adaptation: String,
+    /// (file, seconds from its start; -1: all) streamed in order.
     files: Vec<(&'a str, f64)>,
+    /// Where each file's piece starts (default: 0 s).
+    from_s: Vec<f64>,
+    /// `window.hop_s` (default: the card's).
+    hop_s: Option<f64>,
     markers: Vec<&'a str>,
     /// Seconds into the stream at which the outlet goes away for 3 s.
     outage_at_s: Option<f64>,
@@ -222,8 +234,10 @@ fn run(dir: &Path, s: &Scenario<'_>) -> Run {
             "input: {{name: {in_name}, resolve_timeout_s: 60, stall_timeout_s: 5}}\n\
              model: {{path: {}, device: cpu, threads: 1}}\n\
              output: {{name: {out_name}, markers: true}}\n\
-             metrics: {{listen: \"127.0.0.1:{port}\"}}\n{adaptation}",
-            model().display()
+             metrics: {{listen: \"127.0.0.1:{port}\"}}\n{}{adaptation}",
+            model().display(),
+            s.hop_s
+                .map_or(String::new(), |h| format!("window: {{hop_s: {h}}}\n"))
         ),
     )
     .unwrap();
@@ -257,13 +271,16 @@ fn run(dir: &Path, s: &Scenario<'_>) -> Run {
     let mut daemon = Proc::spawn("labramd", cmd, f("labramd.log"));
     let done = f("done");
     let mut args: Vec<String> = vec!["session".into()];
-    for (file, secs) in &s.files {
+    for (k, (file, secs)) in s.files.iter().enumerate() {
         args.extend([
             "--edf".into(),
             edf(file).display().to_string(),
             "--seconds".into(),
             secs.to_string(),
         ]);
+        if let Some(from) = s.from_s.get(k) {
+            args.extend(["--from-s".into(), from.to_string()]);
+        }
     }
     if let Some(at) = s.outage_at_s {
         args.extend(["--outage-at-s".into(), at.to_string()]);
@@ -330,6 +347,7 @@ fn run(dir: &Path, s: &Scenario<'_>) -> Run {
     }
     assert!(outlet.wait(30.0).is_some(), "outlet did not stop");
     Run {
+        hop_s: s.hop_s.unwrap_or(card().hop_s),
         outlet: read_json(&f("outlet.json")),
         pushed: f32s(&std::fs::read(f("pushed.f32")).unwrap()),
         predictions: read_json(&f("pred.json")),
@@ -372,7 +390,7 @@ fn reference(
             seg["n"].as_u64().unwrap() as usize,
         );
         let x = &r.pushed[first * n_src..(first + n) * n_src];
-        for w in offline_windows(x, n_src, selection(&labels), fs) {
+        for w in offline_windows(x, n_src, selection(&labels), fs, r.hop_s) {
             wins.push((
                 offset_s + w.end_s,
                 t0 + (w.frames_in - 1) as f64 / fs,
@@ -534,6 +552,8 @@ fn baseline_session_matches_offline_and_a_restart_resumes() {
             files: vec![("Subject26_1.edf", REST_S), ("Subject26_2.edf", TASK_S)],
             markers: vec![],
             outage_at_s: None,
+            from_s: vec![],
+            hop_s: None,
         },
     );
     assert!(r.exit_ok, "{}", r.log);
@@ -581,6 +601,8 @@ fn baseline_session_matches_offline_and_a_restart_resumes() {
             files: vec![("Subject26_2.edf", 20.0)],
             markers: vec![],
             outage_at_s: None,
+            from_s: vec![],
+            hop_s: None,
         },
     );
     assert!(r2.exit_ok, "{}", r2.log);
@@ -649,6 +671,8 @@ fn calibration_with_markers_matches_offline() {
             files: vec![("Subject26_1.edf", REST_S), ("Subject26_2.edf", TASK_S)],
             markers: vec!["0=rest", "90=arithmetic", "95=jumping"],
             outage_at_s: None,
+            from_s: vec![],
+            hop_s: None,
         },
     );
     assert!(r.exit_ok, "{}", r.log);
@@ -704,6 +728,8 @@ fn calibration_cut_short_is_warned_about() {
             files: vec![("Subject26_1.edf", 20.0)],
             markers: vec!["0=rest"],
             outage_at_s: None,
+            from_s: vec![],
+            hop_s: None,
         },
     );
     assert!(r.exit_ok, "{}", r.log);
@@ -738,6 +764,8 @@ fn baseline_resumes_across_a_lost_stream() {
             files: vec![("Subject26_1.edf", 70.0), ("Subject26_2.edf", 20.0)],
             markers: vec![],
             outage_at_s: Some(30.0),
+            from_s: vec![],
+            hop_s: None,
         },
     );
     assert!(r.exit_ok, "{}", r.log);
@@ -751,4 +779,146 @@ fn baseline_resumes_across_a_lost_stream() {
     let n = check_against(&r, &reference);
     assert!(n >= 10, "{n} predictions");
     check_calibration_status(&r);
+}
+
+/// The trainer binary of this workspace (`cargo test --workspace` builds it),
+/// checked to have `evaluate --predictions`.
+fn trainer() -> PathBuf {
+    let bins: Vec<PathBuf> = ["debug", "release"]
+        .iter()
+        .map(|p| repo().join("target").join(p).join("labram-trainer"))
+        .filter(|p| p.exists())
+        .collect();
+    let newest = bins
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .expect("labram-trainer not built: run `cargo build -p labram-trainer` (cargo test --workspace builds it)");
+    let help = Command::new(&newest)
+        .args(["evaluate", "--help"])
+        .output()
+        .expect("run labram-trainer");
+    assert!(
+        String::from_utf8_lossy(&help.stdout).contains("--predictions"),
+        "{} has no `evaluate --predictions`: rebuild it (cargo build -p labram-trainer)",
+        newest.display()
+    );
+    newest
+}
+
+/// The daemon against `labram-trainer evaluate` itself: the stream laid out as
+/// evaluate lays out a session (each file's holdout span first: rest 0-60 s,
+/// arithmetic 0-20 s, then the remainders), markers where evaluate opens its
+/// blocks (`none` at each remainder), windows every 4 s (evaluate's default
+/// hop); every window the daemon publishes is one evaluate classified, with
+/// the same probabilities (≤ 1e-4), and none before evaluate's calibration ends.
+#[test]
+fn calibration_equals_labram_trainer_evaluate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let rest = edf("Subject26_1.edf");
+    let task = edf("Subject26_2.edf");
+    let csv = d.join("evaluate.csv");
+    let out = Command::new(trainer())
+        .args(["evaluate", "--model"])
+        .arg(model())
+        .args([
+            "--adaptation",
+            "calibration",
+            "--features",
+            "logits",
+            "--threads",
+            "1",
+        ])
+        .args(["--holdout", "rest=60,arithmetic=20", "--predictions"])
+        .arg(&csv)
+        .arg("--session")
+        .arg(format!(
+            "rest={},arithmetic={}",
+            rest.display(),
+            task.display()
+        ))
+        .output()
+        .expect("run labram-trainer evaluate");
+    assert!(
+        out.status.success(),
+        "evaluate failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (c_end, c_answer) = (col("end_s"), col("answer"));
+    let (c_p0, c_p1) = (col("p_rest"), col("p_arithmetic"));
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    let classified: Vec<(f64, [f64; 2])> = rows
+        .iter()
+        .filter(|r| r[c_answer] == "classified")
+        .map(|r| {
+            (
+                r[c_end].parse().unwrap(),
+                [r[c_p0].parse().unwrap(), r[c_p1].parse().unwrap()],
+            )
+        })
+        .collect();
+    let last_calibrating: f64 = rows
+        .iter()
+        .filter(|r| r[c_answer] == "calibrating")
+        .map(|r| r[c_end].parse::<f64>().unwrap())
+        .fold(0.0, f64::max);
+    assert!(
+        classified.len() > 20,
+        "{} classified rows",
+        classified.len()
+    );
+
+    let r = run(
+        d,
+        &Scenario {
+            tag: "eval",
+            adaptation: "adaptation:\n  mode: calibration\n  markers: {name: MARKERS}\n  calibration_s: {rest: 60, arithmetic: 20}\n  features: logits\n".into(),
+            files: vec![
+                ("Subject26_1.edf", 60.0),
+                ("Subject26_2.edf", 20.0),
+                ("Subject26_1.edf", -1.0),
+                ("Subject26_2.edf", -1.0),
+            ],
+            from_s: vec![0.0, 0.0, 60.0, 20.0],
+            hop_s: Some(4.0),
+            markers: vec!["0=rest", "60=arithmetic", "80=none", "202=none"],
+            outage_at_s: None,
+        },
+    );
+    assert!(r.exit_ok, "{}", r.log);
+    let fs = r.outlet["fs"].as_f64().unwrap();
+    let t0 = r.outlet["segments"][0]["t0"].as_f64().unwrap();
+    let stamps = r.predictions["timestamps"].as_array().unwrap();
+    let values = r.predictions["values"].as_array().unwrap();
+    assert_eq!(
+        stamps.len(),
+        classified.len(),
+        "the daemon published {} predictions, evaluate classified {} windows; log:\n{}",
+        stamps.len(),
+        classified.len(),
+        r.log
+    );
+    let mut worst = 0.0f64;
+    for ((ts, v), (end_s, p)) in stamps.iter().zip(values).zip(&classified) {
+        // The last sample of a window ending at end_s is stamped t0 + end_s - 1/fs.
+        let daemon_end = ts.as_f64().unwrap() - t0 + 1.0 / fs;
+        assert!(
+            (daemon_end - end_s).abs() < 1e-3,
+            "daemon window ends at {daemon_end:.4} s, evaluate's at {end_s:.4} s"
+        );
+        assert!(daemon_end > last_calibrating);
+        for (a, b) in v.as_array().unwrap().iter().zip(p) {
+            worst = worst.max((a.as_f64().unwrap() - b).abs());
+        }
+    }
+    assert!(worst <= 1e-4, "largest difference from evaluate {worst:e}");
+    eprintln!(
+        "{} predictions equal labram-trainer evaluate's (max |dp| {worst:.1e})",
+        stamps.len()
+    );
 }

@@ -1,7 +1,7 @@
 """A calibrated session as an amplifier and a marker source would send it (pylsl + pyedflib,
 no labramd code), for tests/daemon_adaptation.rs.
 
-session: the first --seconds of each --edf, concatenated into one float32 LSL outlet (the
+session: --seconds of each --edf (from --from-s, default 0), concatenated into one float32 LSL outlet (the
          files' labels and units in desc/channels/channel), per-sample timestamps t0 + i/fs,
          pushed --speed times faster than real time in --chunk-sample chunks; with --outage-at-s, the
          outlet is closed there for --outage-s and recreated (same name and source_id), its
@@ -32,12 +32,18 @@ def log(msg):
 
 def session_cmd(a):
     parts, labels, units, fs = [], None, None, None
-    for path, secs in zip(a.edf, a.seconds):
-        lab, un, rate, data = read_edf(path)
+    froms = a.from_s or [0.0] * len(a.edf)
+    assert len(froms) == len(a.edf) == len(a.seconds), "one --seconds (and --from-s) per --edf"
+    cache = {}
+    for path, start, secs in zip(a.edf, froms, a.seconds):
+        if path not in cache:
+            cache[path] = read_edf(path)
+        lab, un, rate, data = cache[path]
         if labels is None:
             labels, units, fs = lab, un, rate
         assert lab == labels and rate == fs, f"{path}: other channels or rate"
-        parts.append(data[:, : int(round(secs * fs))])
+        i0 = int(round(start * fs))
+        parts.append(data[:, i0:] if secs < 0 else data[:, i0:i0 + int(round(secs * fs))])
     x = np.ascontiguousarray(np.concatenate(parts, axis=1).T)  # (n, ch)
     if a.dump:
         x.astype("<f4").tofile(a.dump)
@@ -98,7 +104,8 @@ def main():
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("session")
     s.add_argument("--edf", action="append", required=True)
-    s.add_argument("--seconds", action="append", type=float, required=True)
+    s.add_argument("--seconds", action="append", type=float, required=True, help="-1: to the end")
+    s.add_argument("--from-s", action="append", type=float, default=None, help="per --edf (default 0)")
     s.add_argument("--name", required=True)
     s.add_argument("--markers-name", default=None)
     s.add_argument("--marker", action="append", default=[], help="AT_S=TEXT")
