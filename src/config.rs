@@ -19,7 +19,17 @@
 //! preprocessing: {bandpass_hz: [0.1, 75.0], notch_hz: 50}
 //! output:  {name: labramd, markers: true}
 //! metrics: {listen: "127.0.0.1:9464"}
+//! adaptation:                            # optional (issue 17; absent: the model card's, else none)
+//!   mode: baseline                       # none | baseline | calibration
+//!   baseline_s: 60                       # baseline: seconds of rest at the session start
+//!   markers: {name: MyMarkers}           # calibration: LSL string stream naming each block's class
+//!   calibration_s: {rest: 60, arithmetic: 20}
+//!   state: sessions/wearer-01.yaml       # what was learned; reloaded at start
+//!   population: models/x.population.yaml # head trained on other people (none / baseline)
+//!   features: logits                     # logits | bandpower | both
 //! ```
+//!
+//! `adaptation.state`, `adaptation.population` are paths like `model.path`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -1054,6 +1064,14 @@ metrics: {listen: "127.0.0.1:9464"}
         );
         assert_eq!(demo.model.threads, 1);
         assert!(demo.output.markers);
+        let cal = Config::load(&dir.join("calibrated.yaml")).unwrap();
+        let a = cal.adaptation.expect("calibrated.yaml has adaptation");
+        assert_eq!(a.mode, labram_core::adapt::Mode::Calibration);
+        assert_eq!(
+            a.markers.map(|m| m.predicate()).as_deref(),
+            Some("name='MyMarkers'")
+        );
+        assert_eq!(a.features, Some(FeatureKind::Logits));
         let bench = Config::load(&dir.join("bench-anchor.yaml")).unwrap();
         assert_eq!(bench.input.name.as_deref(), Some("anchor-amp"));
         assert_eq!(bench.window.patches, Some(10));
