@@ -80,6 +80,25 @@ pub fn hop_frames(hop_s: f64, input_rate_hz: f64) -> u64 {
     (hop_s * input_rate_hz).round().max(1.0) as u64
 }
 
+/// 200-Hz output frames the causal chain has produced after `n_in` input frames
+/// at the rate ratio `L/M` (`200 / input rate`): `⌊(n·L − M)/M⌋ + 1`, the samples
+/// whose input has arrived.
+pub fn output_frames(n_in: u64, (l, m): (u64, u64)) -> u64 {
+    if n_in * l < m {
+        0
+    } else {
+        (n_in * l - m) / m + 1
+    }
+}
+
+/// Session time of the end of a window whose last input frame is the
+/// `frames_in`-th since the stream started: the output frames produced by then,
+/// over 200 Hz. The one definition of a window's time that the daemon's session
+/// adaptation and `labram-trainer evaluate` both use.
+pub fn end_seconds(frames_in: u64, ratio: (u64, u64)) -> f64 {
+    output_frames(frames_in, ratio) as f64 / crate::card::SAMPLE_RATE_HZ
+}
+
 /// LSL time of one input frame and when the daemon received it (both in the local
 /// LSL clock, seconds).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -247,6 +266,11 @@ impl Stage {
 
     pub fn config(&self) -> &StageConfig {
         &self.cfg
+    }
+
+    /// The resampler's rate ratio `L/M` (`200 / input rate`, lowest terms).
+    pub fn ratio(&self) -> (u64, u64) {
+        self.chain.ratio()
     }
 
     /// Number of values of one window (`channels × patches × 200`).
@@ -450,6 +474,21 @@ impl Stage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The output frames the chain has produced, and so a window's session time:
+    /// 500 Hz (2/5) after 2000 inputs 800 outputs (4 s); 256 Hz (25/32) after
+    /// 256·k inputs 200·k outputs; none before one output's input has arrived.
+    #[test]
+    fn output_frames_and_end_seconds() {
+        assert_eq!(output_frames(2000, (2, 5)), 800);
+        assert_eq!(output_frames(2, (2, 5)), 0);
+        assert_eq!(output_frames(3, (2, 5)), 1);
+        for k in 1..5 {
+            assert_eq!(output_frames(256 * k, (25, 32)), 200 * k);
+        }
+        assert_eq!(end_seconds(2000, (2, 5)), 4.0);
+        assert_eq!(end_seconds(750, (2, 5)), 1.5);
+    }
 
     /// A recording streamed by `push_signals` is cut on the daemon's grid: at
     /// 500 Hz → 200 Hz, 4-s windows every 4 s end at input frames 2000, 4000; every

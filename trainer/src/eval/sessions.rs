@@ -179,8 +179,8 @@ pub struct Streamed {
 pub struct StreamedWindow {
     /// `[channels][patches × 200]` µV, as the daemon classifies it.
     pub data: Vec<f32>,
-    /// Session time of the end of the window's last input sample (input frames
-    /// so far / input rate), the `end_s` the daemon gives the session too.
+    /// Session time of the window's end ([`window::end_seconds`]), the `end_s`
+    /// the daemon gives the session too.
     pub end_s: f64,
     /// The segment the window lies wholly inside, if any.
     pub segment: Option<usize>,
@@ -256,10 +256,11 @@ pub fn stream(name: &str, blocks: &[Block], layout: &Layout) -> Result<Streamed,
     })
     .map_err(|e| setup(e.to_string()))?;
     let window_s = layout.window_s();
+    let ratio = stage.ratio();
     let mut windows = Vec::new();
     stage.push_signals(&signals, STREAM_CHUNK, |out| {
         if let StageOutput::Window(w) = out {
-            let t1 = w.frames_in as f64 / rate;
+            let t1 = window::end_seconds(w.frames_in, ratio);
             let t0 = t1 - window_s;
             let seg = segments
                 .iter()
