@@ -83,6 +83,12 @@ pub struct SessionArgs {
     /// the daemon must reproduce on the same stream.
     #[arg(long, value_name = "FILE.csv")]
     pub predictions: Option<PathBuf>,
+    /// Write the head trained on the --train people (`none`, `baseline`) to
+    /// this YAML file (`labram_core::adapt::PopulationModel`): what the daemon
+    /// loads as `adaptation.population` (or a model card's). Needs one --features
+    /// set; written atomically.
+    #[arg(long, value_name = "FILE.yaml")]
+    pub save_population: Option<PathBuf>,
     #[command(flatten)]
     pub protocol: ProtocolArgs,
 }
@@ -198,6 +204,17 @@ pub fn run(
         channel_map.insert(l.to_string(), e.to_string());
     }
     let mut s = setup(&a.protocol, model_path, threads, channel_map)?;
+    if a.save_population.is_some() {
+        if a.adaptation == Mode::Calibration {
+            bail!("--save-population: calibration trains no head on other people (each session fits its own); use --adaptation baseline or none");
+        }
+        if s.kinds.len() != 1 {
+            bail!(
+                "--save-population writes one head: give one --features set (bandpower, logits or both), not {}",
+                s.kinds.len()
+            );
+        }
+    }
     let classes = s.layout.classes.clone();
     let parse = |v: &[String]| -> anyhow::Result<Vec<_>> {
         v.iter()
@@ -239,6 +256,15 @@ pub fn run(
         let space = &test_f[0].space;
         let pop =
             sessions::population_for(a.adaptation, &train_refs, native.as_ref(), space, &s.opts)?;
+        if let (Some(path), Some(pop)) = (&a.save_population, &pop) {
+            save_population(path, pop)?;
+            eprintln!(
+                "{prefix}population head ({} features, {}) written to {}",
+                pop.space.dim,
+                if pop.recentred { "re-centred" } else { "raw" },
+                path.display()
+            );
+        }
         let per = sessions::evaluate_protocol(&test_refs, pop.as_ref(), a.adaptation, &s.opts)
             .with_context(|| format!("{} under {}", kind.as_str(), a.adaptation))?;
         let mut all = Scores::default();
@@ -263,6 +289,18 @@ pub fn run(
         }
     }
     csv.map_or(Ok(()), PredictionsCsv::finish)
+}
+
+/// Writes a population head as YAML, atomically (a temporary file beside it,
+/// then a rename): a daemon starting meanwhile never reads half a file.
+fn save_population(path: &Path, pop: &labram_core::adapt::PopulationModel) -> anyhow::Result<()> {
+    let yaml = serde_norway::to_string(pop).context("cannot serialise the population head")?;
+    let tmp = path.with_extension("yaml.tmp");
+    std::fs::write(&tmp, yaml)
+        .with_context(|| format!("--save-population: cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("--save-population: cannot write {}", path.display()))?;
+    Ok(())
 }
 
 /// The `--predictions` CSV: one row per window fed to a session.
