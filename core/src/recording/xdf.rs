@@ -27,6 +27,12 @@
 //! returns everything read before it together with the error. Unlike pyxdf,
 //! nothing is skipped silently (pyxdf scans forward to the next `Boundary`
 //! chunk and only logs): a caller that wants to go on can, knowing where.
+//! Where pyxdf would misread or crash rather than log, this reader is stricter
+//! and says so: a timestamp flag byte other than 0 or 8, bytes left over after
+//! a chunk's samples, a second `StreamHeader` for one stream id, a `Boundary`
+//! chunk without its signature, and `ClockOffset`/`Samples`/`StreamFooter`
+//! chunks of a stream whose header has not come are errors. A malformed
+//! footer is not (pyxdf ignores it too): its XML is kept, its fields are `None`.
 //!
 //! Memory stays bounded for hostile input: a chunk is read only as far as the
 //! file has bytes (a chunk length past the end of the file is an error before
@@ -1856,6 +1862,22 @@ mod tests {
                 "cut at {cut}"
             );
         }
+    }
+
+    #[test]
+    fn missing_file_and_directory_name_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.xdf");
+        let p = load_partial(&missing, &LoadOptions::default());
+        assert!(p.xdf.streams.is_empty());
+        let msg = p.error.expect("an error").to_string();
+        assert!(msg.contains("nope.xdf"), "{msg}");
+        let e = load(dir.path(), &LoadOptions::default()).expect_err("a directory");
+        assert!(e.to_string().contains("directory"), "{e}");
+        // A sound file on disk loads through the same path.
+        let f = dir.path().join("ok.xdf");
+        std::fs::write(&f, sound()).unwrap();
+        assert_eq!(load(&f, &LoadOptions::default()).unwrap().streams.len(), 2);
     }
 
     #[test]
