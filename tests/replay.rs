@@ -214,7 +214,7 @@ fn bad_arguments_and_files_are_errors() {
 }
 
 /// What `tests/support/replay_peer.py` received: the EEG stream's timestamps and channel
-/// 0, and the marker stream (if any).
+/// 0, and the marker stream (if any); timestamps as sent (same host).
 struct WithMarkers {
     out: Value,
     log: String,
@@ -225,8 +225,8 @@ impl WithMarkers {
         f64s(&self.out["timestamps"])
     }
 
-    /// (text, timestamp, arrival) of every marker.
-    fn markers(&self) -> Vec<(String, f64, f64)> {
+    /// (text, timestamp, arrival, EEG samples received before it) of every marker.
+    fn markers(&self) -> Vec<(String, f64, f64, usize)> {
         self.out["markers"]
             .as_array()
             .unwrap()
@@ -236,6 +236,7 @@ impl WithMarkers {
                     m["text"].as_str().unwrap().to_string(),
                     m["timestamp"].as_f64().unwrap(),
                     m["arrived"].as_f64().unwrap(),
+                    m["eeg_before"].as_u64().unwrap() as usize,
                 )
             })
             .collect()
@@ -349,7 +350,7 @@ fn eegmmidb_annotations_arrive_as_markers_at_their_onsets() {
         "marker texts in onset order, as pyedflib reads them"
     );
     let period = 1.0 / (rate * speed);
-    for ((text, stamp, arrived), onset) in markers.iter().zip(&onsets) {
+    for ((text, stamp, arrived, eeg_before), onset) in markers.iter().zip(&onsets) {
         // The EEG sample at the onset carries the marker's time stamp.
         let i = (onset * rate).round() as usize;
         assert!(
@@ -362,10 +363,16 @@ fn eegmmidb_annotations_arrive_as_markers_at_their_onsets() {
             "{text} at {onset} s: stamped {stamp}, want {}",
             ts[0] + onset / speed
         );
-        // Pushed when the EEG reached it: not early, and not long after.
+        // Pushed when the EEG reached it: not before its time (arrival on this host's
+        // clock, after the pull), and not after EEG pushed 0.1 s (wall clock) later.
         assert!(
-            *arrived > stamp - 0.005 && *arrived < stamp + 0.3,
-            "{text} at {onset} s stamped {stamp} arrived {arrived}"
+            *arrived >= stamp - period,
+            "{text} at {onset} s stamped {stamp} arrived early, at {arrived}"
+        );
+        let slack = (0.1 * rate * speed) as usize;
+        assert!(
+            *eeg_before <= i + slack,
+            "{text} at {onset} s (sample {i}) arrived after EEG sample {eeg_before}"
         );
     }
 }

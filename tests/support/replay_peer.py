@@ -3,8 +3,12 @@
 Resolves `<name>-markers` first (it may be absent: --no-markers, or a file without
 annotations) and subscribes to it before the EEG stream `<name>`, so that a replay started
 with --wait-consumers sends both from their start. Records the EEG timestamps and the values
-of channel 0, and every marker with its timestamp and its arrival time (local_clock), all
-time-corrected, to --out (JSON). Stops after --max-samples EEG samples (then 0.5 s more
+of channel 0, and every marker with its timestamp, its arrival time (local_clock) and how many
+EEG samples had been received before it (markers are pulled before the EEG in each round, so a
+marker delivered late shows as EEG samples pushed after it counted before it), to --out (JSON). Timestamps are kept as sent: the tests run the
+replay on this host, so they are on this local_clock already (time_correction, an estimate
+measured per inlet, would blur sub-millisecond comparisons between the two streams on a loaded
+machine). Stops after --max-samples EEG samples (then 0.5 s more
 for markers), or once nothing arrived for --idle-exit-s.
 
   python replay_peer.py --name N --out r.json [--max-samples 5200] [--markers-resolve-s 5]
@@ -33,14 +37,13 @@ def main():
     a = ap.parse_args()
 
     found = pylsl.resolve_byprop("name", f"{a.name}-markers", 1, a.markers_resolve_s)
-    markers, marker_info, mtc = None, None, 0.0
+    markers, marker_info = None, None
     if found:
         markers = pylsl.StreamInlet(found[0], max_buflen=360, processing_flags=0)
         info = markers.info(timeout=5)
         marker_info = dict(type=info.type(), channel_count=info.channel_count(),
                            channel_format=info.channel_format(), nominal_rate=info.nominal_srate(),
                            source_id=info.source_id())
-        mtc = markers.time_correction(timeout=5)
         markers.open_stream(timeout=10)
         log(f"subscribed to {a.name}-markers")
     else:
@@ -49,9 +52,6 @@ def main():
     if not found:
         sys.exit(f"[replay_peer] stream {a.name} not found")
     eeg = pylsl.StreamInlet(found[0], max_buflen=360, processing_flags=0)
-    # Time corrections before subscribing: the replay starts 0.3 s after the EEG
-    # subscription, and the markers' arrival times are measured from then on.
-    tc = eeg.time_correction(timeout=5)
     eeg.open_stream(timeout=10)
     log(f"subscribed to {a.name}")
 
@@ -60,18 +60,19 @@ def main():
     while True:
         now = pylsl.local_clock()
         got = False
-        chunk, ts = eeg.pull_chunk(timeout=0.0)
-        if ts:
-            got = True
-            stamps.extend(t + tc for t in ts)
-            ch0.extend(s[0] for s in chunk)
         if markers is not None:
             while True:
                 m, t = markers.pull_sample(timeout=0.0)
                 if m is None:
                     break
                 got = True
-                received.append(dict(text=m[0], timestamp=t + mtc, arrived=pylsl.local_clock()))
+                received.append(dict(text=m[0], timestamp=t, arrived=pylsl.local_clock(),
+                                     eeg_before=len(stamps)))
+        chunk, ts = eeg.pull_chunk(timeout=0.0)
+        if ts:
+            got = True
+            stamps.extend(ts)
+            ch0.extend(s[0] for s in chunk)
         if got:
             last = now
         if a.max_samples and len(stamps) >= a.max_samples and done_at is None:
