@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The live demo, from a fresh machine: set up, build, then stream two real EEG recordings of one
 # person the shipped model never saw back to back as one LSL stream with `labramd replay` (rest,
-# eyes closed, 182 s, then mental arithmetic, 62 s, looped; see data/README.md), run the daemon on
+# 182 s, then mental arithmetic, 62 s, looped; see data/README.md), run the daemon on
 # it with the default model in models/, and print every prediction as it arrives, with a line
 # where each recording starts (from the replay's marker stream).
 #
@@ -60,7 +60,7 @@ trap cleanup EXIT INT TERM
 
 if [ -x .venv/bin/python ]; then
   .venv/bin/python -c "$PRINTER" "$STREAM-markers" \
-    "eegmat-Subject25_1=REST, eyes closed ($REST, 182 s)" \
+    "eegmat-Subject25_1=REST ($REST, 182 s)" \
     "eegmat-Subject25_2=MENTAL ARITHMETIC ($TASK, 62 s)" &
   printer=$!
 fi
@@ -69,7 +69,7 @@ fi
 "$BIN/labramd" replay "$REST" "$TASK" --loop --name "$STREAM" --wait-consumers 30 &
 pids+=($!)
 cat <<EOF
-[demo] streaming $REST (rest, eyes closed, 182 s), then $TASK (mental arithmetic, 62 s), looped.
+[demo] streaming $REST (rest, 182 s), then $TASK (mental arithmetic, 62 s), looped.
 [demo] one line per prediction: LSL time of the window's last sample, predicted class, its
 [demo] probability, end-to-end latency. A window spans 4 s, so after a switch the predictions
 [demo] take a few seconds to see only the new recording. Ctrl-C stops.
