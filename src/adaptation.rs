@@ -318,17 +318,30 @@ impl Adapter {
             }
             _ => (fresh, false),
         };
-        Ok(Self {
+        let mut me = Self::from_parts(session, extractor, kind, cfg.state.clone());
+        me.resumed = resumed;
+        Ok(me)
+    }
+
+    /// An adapter over a session and extractor built elsewhere (tests, tools);
+    /// the state is written to `state_path` when the session finishes learning.
+    pub fn from_parts(
+        session: Session,
+        extractor: Box<dyn FeatureExtractor + Send>,
+        kind: FeatureKind,
+        state_path: Option<PathBuf>,
+    ) -> Self {
+        Self {
             learned: session.state().is_some(),
             session,
             extractor,
             kind,
-            state_path: cfg.state.clone(),
-            resumed,
+            state_path,
+            resumed: false,
             pending: VecDeque::new(),
             row: Vec::new(),
             events: Vec::new(),
-        })
+        }
     }
 
     /// The feature set in use.
@@ -475,6 +488,140 @@ pub fn load_population(path: &Path) -> Result<PopulationModel, SetupError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Mean and mean square of a window: enough to tell the toy classes apart.
+    struct Moments;
+
+    impl FeatureExtractor for Moments {
+        fn space(&self) -> FeatureSpace {
+            FeatureSpace {
+                extractor: "moments".into(),
+                dim: 2,
+            }
+        }
+
+        fn extract(&mut self, w: &[f32], out: &mut Vec<f64>) -> Result<(), FeatureError> {
+            let n = w.len() as f64;
+            out.push(w.iter().map(|&v| f64::from(v)).sum::<f64>() / n);
+            out.push(w.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / n);
+            Ok(())
+        }
+    }
+
+    /// Markers reach the session before the first window ending after them,
+    /// and not before; `none` closes a block, an unknown class is reported and
+    /// ignored; the state is written when the calibration completes, then the
+    /// session classifies.
+    #[test]
+    fn markers_are_delivered_in_time_order_and_the_state_is_saved() {
+        use crate::markers::Marker;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("w.yaml");
+        let classes = vec!["rest".to_string(), "arithmetic".to_string()];
+        let session = Session::new(SessionSpec {
+            protocol: Protocol::calibration(vec![("rest".into(), 2.0), ("arithmetic".into(), 2.0)]),
+            classes: classes.clone(),
+            space: Moments.space(),
+            window_s: 1.0,
+            population: None,
+        })
+        .unwrap();
+        let mut a = Adapter::from_parts(
+            session,
+            Box::new(Moments),
+            FeatureKind::Bandpower,
+            Some(state.clone()),
+        );
+        // 200 Hz input, no resampling; LSL time t0 = 100 for session time 0.
+        let clock = SessionClock::new(200.0, (1, 1));
+        let t0 = 100.0;
+        for (t, text) in [
+            (0.0, "rest"),
+            (3.0, "arithmetic"),
+            (3.5, "jumping"),
+            (2.5, "none"),
+        ] {
+            a.marker(Marker {
+                t: t0 + t,
+                text: text.into(),
+            });
+        }
+        assert!(a.wants_markers());
+        let mut steps = Vec::new();
+        let mut events = Vec::new();
+        for k in 1..=6u64 {
+            let level = if k <= 3 { 1.0 } else { 5.0 + 0.1 * k as f32 };
+            let data: Vec<f32> = (0..200).map(|i| level + 0.01 * (i % 7) as f32).collect();
+            let end_s = clock.end_s(200 * k);
+            let t_last = t0 + end_s - clock.period_s();
+            steps.push(
+                a.window(
+                    WindowIn {
+                        end_s,
+                        t_last,
+                        data: &data,
+                    },
+                    &clock,
+                )
+                .unwrap(),
+            );
+            events.push(a.take_events());
+        }
+        // Window 1 gets the rest marker; the `none` at 2.5 s and the arithmetic
+        // one at 3 s wait for windows ending after them (3 and 4); the unknown
+        // class is reported when due (window 4) and ignored.
+        assert_eq!(
+            events[0],
+            vec![Event::MarkerUsed {
+                class: Some("rest".into()),
+                at_s: 0.0
+            }]
+        );
+        assert!(events[1].is_empty());
+        assert_eq!(
+            events[2],
+            vec![Event::MarkerUsed {
+                class: None,
+                at_s: 2.5
+            }]
+        );
+        assert_eq!(
+            events[3],
+            vec![
+                Event::MarkerUsed {
+                    class: Some("arithmetic".into()),
+                    at_s: 3.0
+                },
+                Event::UnknownClass {
+                    text: "jumping".into(),
+                    classes: "rest, arithmetic".into()
+                }
+            ]
+        );
+        assert_eq!(
+            events[4],
+            vec![Event::Learned {
+                windows: 4,
+                saved: Some(state.clone())
+            }]
+        );
+        for s in &steps[..4] {
+            assert!(
+                matches!(s, Step::Calibrating { seconds_left } if *seconds_left > 0.0),
+                "{s:?}"
+            );
+        }
+        assert_eq!(steps[4], Step::Calibrating { seconds_left: 0.0 });
+        match &steps[5] {
+            Step::Classified { probabilities } => {
+                assert!(probabilities[1] > 0.5, "{probabilities:?}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!a.learning() && !a.wants_markers());
+        let saved = PersonState::load(&state).unwrap();
+        assert_eq!((saved.mode, saved.windows), (Mode::Calibration, 4));
+    }
 
     #[test]
     fn the_card_supplies_what_the_config_leaves_out() {
