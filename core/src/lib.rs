@@ -3,7 +3,7 @@
 //! daemon feeds it live.
 //!
 //! * [`electrodes`]: the 128 electrode names, `input_chans`, label → electrode.
-//! * [`recording`]: EDF / EDF+ / BDF reader.
+//! * [`recording`]: EDF / EDF+ / BDF reader, and XDF (LabRecorder) read as pyxdf reads it.
 //! * [`dsp`]: band-pass, notch, resampler; the causal (online) and zero-phase chains.
 //! * [`card`]: the model card written beside every exported ONNX model.
 //! * [`window`]: the window stage (input frames → `[channels, patches, 200]`
