@@ -804,6 +804,32 @@ fn trainer() -> PathBuf {
         .into_iter()
         .max_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
         .expect("labram-trainer not built: run `cargo build -p labram-trainer` (cargo test --workspace builds it)");
+    // A binary older than the code it runs would compare the daemon with
+    // yesterday's evaluate.
+    fn newest_source(dir: &Path) -> std::time::SystemTime {
+        let mut t = std::time::SystemTime::UNIX_EPOCH;
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                t = t.max(newest_source(&p));
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                if let Ok(m) = e.metadata().and_then(|m| m.modified()) {
+                    t = t.max(m);
+                }
+            }
+        }
+        t
+    }
+    let built = std::fs::metadata(&newest)
+        .and_then(|m| m.modified())
+        .unwrap();
+    let sources =
+        newest_source(&repo().join("core/src")).max(newest_source(&repo().join("trainer/src")));
+    assert!(
+        built >= sources,
+        "{} is older than core/src or trainer/src: rebuild it (cargo build -p labram-trainer; cargo test --workspace does)",
+        newest.display()
+    );
     let help = Command::new(&newest)
         .args(["evaluate", "--help"])
         .output()
