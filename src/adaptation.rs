@@ -6,8 +6,9 @@
 //!
 //! Session time. `evaluate` stamps the window ending at 200-Hz output sample
 //! `e` with `end_s = e / 200`, where `e` is what the resampler has produced
-//! after the window's last input frame (`daemon_starts`). The daemon computes
-//! the same from the window's input frame count ([`SessionClock::end_s`]). A
+//! after the window's last input frame; the daemon computes it from the
+//! window's input frame count with the same function
+//! (`labram_core::window::end_seconds`, in [`SessionClock::end_s`]). A
 //! reconnect restarts the stage's frame count; the session clock then carries
 //! on from the signal time already received (the outage itself takes no
 //! session time), so a baseline or calibration cut by a lost stream resumes
@@ -22,6 +23,7 @@ use labram_core::adapt::{
 };
 use labram_core::card::{ModelCard, SAMPLE_RATE_HZ};
 use labram_core::inference::Classifier;
+use labram_core::window::end_seconds;
 
 use crate::config::{AdaptationConfig, FeatureKind};
 
@@ -130,16 +132,6 @@ pub fn resolve(
     Ok(Some(resolved))
 }
 
-/// Output frames of the resampler after `n` input frames (`L/M` = `ratio`),
-/// exactly as `labram-trainer`'s `windows::daemon_starts` counts them.
-fn produced(n: u64, (l, m): (u64, u64)) -> u64 {
-    if n * l < m {
-        0
-    } else {
-        (n * l - m) / m + 1
-    }
-}
-
 /// Session time (seconds since the session's first sample) of the stage's
 /// windows, carried across reconnects (see the module documentation).
 #[derive(Debug, Clone)]
@@ -170,14 +162,14 @@ impl SessionClock {
 
     /// A reconnect: the stage counts frames from 0 again.
     pub fn reconnect(&mut self) {
-        self.offset_s += produced(self.frames, self.ratio) as f64 / SAMPLE_RATE_HZ;
+        self.offset_s += end_seconds(self.frames, self.ratio);
         self.frames = 0;
     }
 
     /// Session time of the end of a window whose last input frame is the
     /// `frames_in`-th of the current connection.
     pub fn end_s(&self, frames_in: u64) -> f64 {
-        self.offset_s + produced(frames_in, self.ratio) as f64 / SAMPLE_RATE_HZ
+        self.offset_s + end_seconds(frames_in, self.ratio)
     }
 
     /// Input sample period.
@@ -708,7 +700,5 @@ mod tests {
         c.advance(10);
         c.reconnect();
         assert_eq!(c.end_s(0), 6.0 + 4.0 / 200.0);
-        assert_eq!(produced(2, (2, 5)), 0);
-        assert_eq!(produced(3, (2, 5)), 1);
     }
 }

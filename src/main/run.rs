@@ -261,9 +261,8 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     // --- threads --------------------------------------------------------------------
     let (win_tx, win_rx) = crossbeam_channel::bounded::<Queued>(QUEUE);
-    let ratio = labramd::dsp::design::rational_ratio(meta.nominal_rate_hz, SAMPLE_RATE_HZ)
-        .map_err(|e| anyhow!("input stream `{}`: {e}", meta.name))?;
-    let clock = SessionClock::new(meta.nominal_rate_hz, ratio);
+    // Session time from the stage's own resampling ratio (window::end_seconds).
+    let clock = SessionClock::new(meta.nominal_rate_hz, stage.ratio());
     let engine = match adapter {
         Ok(clf) => Engine::Plain(Box::new(clf)),
         Err(adapter) => Engine::Adapted {
