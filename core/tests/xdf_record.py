@@ -4,10 +4,14 @@ A pylsl outlet streams the first --seconds of an EDF recording (pyedflib; float3
 channel labels and units in desc/channels/channel) in real time, in chunks of random
 size pushed after a random delay and stamped with the push time (liblsl back-dates the
 chunk's other samples), so the timestamps jitter as a Bluetooth amplifier's do; beside
-it a pylsl string marker outlet sends a marker every second. LabRecorderCLI records both
-(selected by their names, unique per run) into --out. Prints a JSON summary on stdout.
+it a pylsl string marker outlet sends a marker every second (`second K`, or with
+--class-markers A,B the class names in turn, every --marker-every seconds, as a task's
+stimulus program would). LabRecorderCLI records both (selected by their names, unique per
+run) into --out. Prints a JSON summary on stdout.
 
   python xdf_record.py --edf F.edf --out rec.xdf --seconds 8 --name N
+  python xdf_record.py --edf F.edf --out rec.xdf --seconds 60 --name N \
+      --class-markers rest,arithmetic --marker-every 4
 """
 
 import argparse
@@ -42,6 +46,9 @@ def main():
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--name", required=True)
     ap.add_argument("--seed", type=int, default=15)
+    ap.add_argument("--class-markers", default=None,
+                    help="comma-separated marker texts sent in turn instead of `second K`")
+    ap.add_argument("--marker-every", type=float, default=1.0, help="seconds between markers")
     a = ap.parse_args()
     rng = np.random.default_rng(a.seed)
 
@@ -92,6 +99,10 @@ def main():
         raise SystemExit("LabRecorderCLI did not start collecting both streams: " + " | ".join(lines))
     time.sleep(1.0)  # let the inlets connect before the first sample
 
+    classes = [c for c in (a.class_markers or "").split(",") if c]
+    step = int(round(a.marker_every * fs))  # samples between markers
+    if step < 1:
+        raise SystemExit("--marker-every must be at least one sample")
     t_start = time.monotonic()
     i = 0
     next_marker = 0
@@ -105,8 +116,8 @@ def main():
         if due + delay > now:
             time.sleep(due + delay - now)
         eeg.push_chunk(data[i:end].tolist(), pylsl.local_clock())
-        while next_marker * fs <= end and next_marker * fs < n:
-            m = f"second {next_marker}"
+        while next_marker * step <= end and next_marker * step < n:
+            m = classes[next_marker % len(classes)] if classes else f"second {next_marker}"
             markers.push_sample([m], pylsl.local_clock())
             pushed_markers.append(m)
             next_marker += 1

@@ -12,10 +12,11 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
+use labram_core::card::{FilterMode, Preprocessing, SAMPLE_RATE_HZ};
 use labram_trainer::data::makers::{self, Common, EEGMAT_CHANNELS};
 use labram_trainer::data::runner::{default_threads, Summary};
 use labram_trainer::data::split::SubjectSet;
-use labram_core::card::{FilterMode, Preprocessing, SAMPLE_RATE_HZ};
+use labram_trainer::data::xdf;
 
 /// Dataset kinds.
 #[derive(Subcommand, Debug)]
@@ -73,6 +74,27 @@ pub enum Kind {
     ///     ../shared/data/eegmat
     #[command(verbatim_doc_comment)]
     Eegmat(EegmatArgs),
+    /// XDF recordings (LabRecorder): windows locked to the markers of a marker stream.
+    ///
+    /// Every file is read as pyxdf reads it (clock synchronisation, dejittering), so the
+    /// markers and the EEG share one clock. A marker whose text is one of --classes opens
+    /// one window from --tmin to --tmax seconds after it, starting at the EEG sample
+    /// nearest marker + tmin; with --blocks, a marker opens a block of its class until
+    /// the next marker (or the end of the EEG), cut into windows every --hop-s. The EEG
+    /// stream's channel labels (desc/channels/channel/label) map to electrodes as for
+    /// EDF files; units (desc/.../unit) are converted to µV. Windows that run past the
+    /// end of the EEG are dropped and counted; a class never seen is warned about.
+    /// Subjects come from the file name (`sub01_rest.xdf` → `sub01`) and go to
+    /// --val-subjects / --test-subjects, else train.
+    ///
+    /// Example (record one with core/tests/xdf_record.py, see the README):
+    ///   labram-trainer make-dataset xdf --eeg-stream eegmat-demo \
+    ///     --marker-stream eegmat-demo-markers --classes rest,arithmetic \
+    ///     --tmin 0 --tmax 4 --output out/xdf rec.xdf
+    /// Blocks of 4-s windows every 2 s, the daemon's causal chain:
+    ///   labram-trainer make-dataset xdf --blocks --hop-s 2 --mode causal ... rec.xdf
+    #[command(verbatim_doc_comment)]
+    Xdf(XdfArgs),
 }
 
 /// Filtering mode on the command line.
@@ -214,6 +236,50 @@ pub struct EegmatArgs {
     #[command(flatten)]
     pub common: CommonArgs,
     /// The eegmat recordings (SubjectNN_1.edf, SubjectNN_2.edf) or their folder.
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct XdfArgs {
+    /// Name of the EEG stream (its `<name>`, as LabRecorder lists it).
+    #[arg(long)]
+    pub eeg_stream: String,
+    /// Name of the marker stream.
+    #[arg(long)]
+    pub marker_stream: String,
+    /// Marker texts used as classes, comma-separated, in label order (e.g. `rest,arithmetic`).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub classes: Vec<String>,
+    /// Window start relative to the marker, seconds (may be negative).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub tmin: f64,
+    /// Window end relative to the marker, seconds: tmax − tmin is the window
+    /// length, a whole number of seconds (1-s patches), 1-16.
+    #[arg(long, default_value_t = 4.0, allow_negative_numbers = true)]
+    pub tmax: f64,
+    /// A marker opens a block of its class lasting until the next marker, cut
+    /// into windows every --hop-s (instead of one window per marker).
+    #[arg(long)]
+    pub blocks: bool,
+    /// Hop between windows inside a block, seconds (default: one window length).
+    #[arg(long, requires = "blocks")]
+    pub hop_s: Option<f64>,
+    /// Electrodes to keep, comma-separated, in order (default: every electrode
+    /// of the first recording's EEG stream).
+    #[arg(long, value_delimiter = ',')]
+    pub channels: Option<Vec<String>>,
+    /// Subjects (file-name prefix, e.g. `sub01`) for validation, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub val_subjects: Vec<String>,
+    /// Subjects for test, comma-separated; all others train.
+    #[arg(long, value_delimiter = ',')]
+    pub test_subjects: Vec<String>,
+    #[command(flatten)]
+    pub out: OutputArgs,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// XDF recordings or folders holding them (searched for .xdf).
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
 }
@@ -400,6 +466,32 @@ pub fn run(kind: Kind) -> anyhow::Result<()> {
                     .unwrap_or_else(|| EEGMAT_CHANNELS.iter().map(|s| s.to_string()).collect()),
             };
             let (summary, _) = makers::make_eegmat(&a.inputs, &opts, &common)?;
+            conclude(&summary, "windows", &a.out.output, t0.elapsed())
+        }
+        Kind::Xdf(a) => {
+            let common = common(&a.common, a.out.output.clone(), a.out.shard_mb)?;
+            let opts = xdf::XdfOptions {
+                eeg_stream: a.eeg_stream.clone(),
+                marker_stream: a.marker_stream.clone(),
+                classes: a.classes.clone(),
+                tmin_s: a.tmin,
+                tmax_s: a.tmax,
+                blocks: a.blocks,
+                hop_s: a.hop_s.unwrap_or(a.tmax - a.tmin),
+                channels: a.channels.clone(),
+                val_subjects: a.val_subjects.iter().cloned().collect::<BTreeSet<_>>(),
+                test_subjects: a.test_subjects.iter().cloned().collect::<BTreeSet<_>>(),
+            };
+            let (summary, report, _) = xdf::make_xdf(&a.inputs, &opts, &common)?;
+            let unseen = report.unseen(&opts.classes);
+            if !unseen.is_empty() && summary.used_files > 0 {
+                eprintln!(
+                    "warning: no marker of class {} in the files used (markers per class: {}); check --classes against the marker texts",
+                    unseen.join(", "),
+                    report.marker_counts(&opts.classes)
+                );
+            }
+            eprint!("{}", report.render(&opts.classes));
             conclude(&summary, "windows", &a.out.output, t0.elapsed())
         }
     }

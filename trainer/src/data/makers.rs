@@ -37,8 +37,8 @@ pub enum MakeError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("no recordings (.edf, .bdf) found in {0}")]
-    NoRecordings(String),
+    #[error("no {what} found in {inputs}")]
+    NoFiles { what: String, inputs: String },
     #[error(transparent)]
     Tuh(#[from] TuhError),
     #[error(transparent)]
@@ -83,6 +83,17 @@ fn is_recording(p: &Path) -> bool {
 
 /// Expands files and folders (recursively) into recordings, sorted by name.
 pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<InputFile>, MakeError> {
+    expand_inputs_with(inputs, is_recording, "recordings (.edf, .bdf)")
+}
+
+/// [`expand_inputs`] for other files: folders are searched recursively for
+/// files `wanted` accepts (files named directly are always taken); `what`
+/// names them in the error when none is found.
+pub fn expand_inputs_with(
+    inputs: &[PathBuf],
+    wanted: fn(&Path) -> bool,
+    what: &str,
+) -> Result<Vec<InputFile>, MakeError> {
     let mut out = Vec::new();
     for input in inputs {
         if input.is_file() {
@@ -110,7 +121,7 @@ pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<InputFile>, MakeError> {
                         .path();
                     if p.is_dir() {
                         stack.push(p);
-                    } else if is_recording(&p) {
+                    } else if wanted(&p) {
                         let rel = p.strip_prefix(input).unwrap_or(&p);
                         let name = rel
                             .components()
@@ -131,7 +142,10 @@ pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<InputFile>, MakeError> {
     out.dedup_by(|a, b| a.path == b.path);
     if out.is_empty() {
         let list: Vec<String> = inputs.iter().map(|p| p.display().to_string()).collect();
-        return Err(MakeError::NoRecordings(list.join(", ")));
+        return Err(MakeError::NoFiles {
+            what: what.to_string(),
+            inputs: list.join(", "),
+        });
     }
     Ok(out)
 }

@@ -4,7 +4,8 @@
 //! * [`format`]: the fine-tuning dataset format (safetensors shards +
 //!   `meta.json`) and [`format::Dataset`], its memory-mapped loader.
 //! * [`pretrain`]: the pretraining store, HDF5 in the official layout.
-//! * [`makers`]: `pretrain-h5`, `tuab`, `tuev`, `annotated`, `eegmat`.
+//! * [`makers`]: `pretrain-h5`, `tuab`, `tuev`, `annotated`, `eegmat`;
+//!   [`xdf`]: windows locked to the markers of XDF recordings (LabRecorder).
 //! * [`prepare`]: recording → chosen electrodes → the paper's preprocessing,
 //!   through the daemon crate's `recording`, `electrodes` and `dsp` modules.
 //! * [`windows`], [`split`], [`tuh`]: cutting windows, subject-wise splits, the
@@ -19,5 +20,6 @@ pub mod runner;
 pub mod split;
 pub mod tuh;
 pub mod windows;
+pub mod xdf;
 
 pub use format::{Batch, Dataset, Meta};
