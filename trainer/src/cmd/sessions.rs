@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use labram_core::adapt::{Answer, Mode};
-use labram_core::card::{ModelCard, Preprocessing, PATCH_SIZE, SAMPLE_RATE_HZ};
+use labram_core::card::{CardAdaptation, ModelCard, Preprocessing, PATCH_SIZE, SAMPLE_RATE_HZ};
 use labram_trainer::data::makers::EEGMAT_CHANNELS;
 use labram_trainer::data::split::SubjectSet;
 use labram_trainer::eval::logits::ModelLogits;
@@ -89,6 +89,14 @@ pub struct SessionArgs {
     /// set; written atomically.
     #[arg(long, value_name = "FILE.yaml")]
     pub save_population: Option<PathBuf>,
+    /// Also write the protocol into the model card's `adaptation:` section
+    /// (mode, --baseline-s, the --features set, and the --save-population file,
+    /// named relative to the card), so that `labramd run` serves the model under
+    /// this protocol when its config has no `adaptation:` section. Needs --model
+    /// and --save-population in the model's folder (or below it); the card is
+    /// rewritten atomically and read back through the card's checks.
+    #[arg(long, requires = "save_population")]
+    pub card_adaptation: bool,
     #[command(flatten)]
     pub protocol: ProtocolArgs,
 }
@@ -215,6 +223,13 @@ pub fn run(
             );
         }
     }
+    let card_target = match (a.card_adaptation, model_path, &a.save_population) {
+        (true, None, _) => {
+            bail!("--card-adaptation writes into the model's card: give --model M.onnx")
+        }
+        (true, Some(m), Some(pop)) => Some((m, card_population_name(m, pop)?)),
+        _ => None,
+    };
     let classes = s.layout.classes.clone();
     let parse = |v: &[String]| -> anyhow::Result<Vec<_>> {
         v.iter()
@@ -265,6 +280,23 @@ pub fn run(
                 path.display()
             );
         }
+        if let (Some((model, rel)), Some(card)) = (&card_target, s.model.as_ref().map(|m| m.card()))
+        {
+            let adaptation = CardAdaptation {
+                mode: a.adaptation,
+                baseline_s: a.protocol.baseline_s,
+                features: Some(kind.as_str().to_string()),
+                population: pop.as_ref().map(|_| rel.clone()),
+            };
+            let path = write_card_adaptation(model, card, adaptation)?;
+            eprintln!(
+                "{prefix}model card {}: adaptation {} ({} features{}): labramd serves it so by default",
+                path.display(),
+                a.adaptation,
+                kind.as_str(),
+                pop.as_ref().map_or(String::new(), |_| format!(", population {rel}"))
+            );
+        }
         let per = sessions::evaluate_protocol(&test_refs, pop.as_ref(), a.adaptation, &s.opts)
             .with_context(|| format!("{} under {}", kind.as_str(), a.adaptation))?;
         let mut all = Scores::default();
@@ -301,6 +333,89 @@ fn save_population(path: &Path, pop: &labram_core::adapt::PopulationModel) -> an
     std::fs::rename(&tmp, path)
         .with_context(|| format!("--save-population: cannot write {}", path.display()))?;
     Ok(())
+}
+
+/// The `--save-population` file as the card beside `model` names it: its
+/// path relative to the card's folder (the daemon resolves it there). A file
+/// outside that folder would leave the card pointing wherever it happens to
+/// be run from, so it is refused.
+fn card_population_name(model: &Path, population: &Path) -> anyhow::Result<String> {
+    let abs = |p: &Path| -> anyhow::Result<PathBuf> {
+        let p = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            std::env::current_dir()
+                .context("cannot read the current directory")?
+                .join(p)
+        };
+        // Lexical clean-up of `.` and `..` (the population file need not exist yet).
+        let mut out = PathBuf::new();
+        for c in p.components() {
+            match c {
+                std::path::Component::CurDir => {}
+                std::path::Component::ParentDir => {
+                    out.pop();
+                }
+                other => out.push(other),
+            }
+        }
+        Ok(out)
+    };
+    let card_dir = abs(&ModelCard::path_for(model))?
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let pop = abs(population)?;
+    let rel = pop.strip_prefix(&card_dir).map_err(|_| {
+        anyhow::anyhow!(
+            "--card-adaptation: --save-population {} is outside the model's folder {}; write it beside the model (e.g. {}) so the card can name it relative to itself",
+            population.display(),
+            card_dir.display(),
+            model.with_extension("population.yaml").display()
+        )
+    })?;
+    rel.to_str()
+        .map(|r| r.replace(std::path::MAIN_SEPARATOR, "/"))
+        .filter(|r| !r.is_empty())
+        .with_context(|| {
+            format!(
+                "--card-adaptation: --save-population {} is not a file name the card can hold",
+                population.display()
+            )
+        })
+}
+
+/// Rewrites the card of `model` with `adaptation`, atomically: the new card
+/// goes to a temporary file beside it, is read back through
+/// [`ModelCard::load`] (every check the daemon applies), and only then
+/// replaces the card. Returns the card's path.
+fn write_card_adaptation(
+    model: &Path,
+    card: &ModelCard,
+    adaptation: CardAdaptation,
+) -> anyhow::Result<PathBuf> {
+    let path = ModelCard::path_for(model);
+    let mut new = card.clone();
+    new.adaptation = Some(adaptation);
+    let tmp = path.with_extension("yaml.tmp");
+    std::fs::write(&tmp, new.to_yaml())
+        .with_context(|| format!("--card-adaptation: cannot write {}", tmp.display()))?;
+    let checked = ModelCard::load(&tmp).map_err(anyhow::Error::from);
+    let checked = match checked {
+        Ok(c) if c == new => Ok(()),
+        Ok(_) => Err(anyhow::anyhow!("the card did not read back as written")),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = checked {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e.context(format!(
+            "--card-adaptation: the new card of {} is not valid; the old one is left as it was",
+            model.display()
+        )));
+    }
+    std::fs::rename(&tmp, &path)
+        .with_context(|| format!("--card-adaptation: cannot replace {}", path.display()))?;
+    Ok(path)
 }
 
 /// The `--predictions` CSV: one row per window fed to a session.
