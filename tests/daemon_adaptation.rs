@@ -844,12 +844,12 @@ fn trainer() -> PathBuf {
 
 /// The daemon against `labram-trainer evaluate` itself: the stream laid out as
 /// evaluate lays out a session (each file's holdout span first: rest 0-60 s,
-/// arithmetic 0-20 s, then the remainders), markers where evaluate opens its
-/// blocks (`none` at each remainder), windows every 4 s (evaluate's default
-/// hop); every window the daemon publishes is one evaluate classified, with
-/// the same probabilities (≤ 1e-4), and none before evaluate's calibration ends.
-#[test]
-fn calibration_equals_labram_trainer_evaluate() {
+/// arithmetic 0-20 s, then the remainders), windows every 4 s (evaluate's
+/// default hop); every window the daemon publishes is one evaluate classified,
+/// with the same probabilities (≤ 1e-4), and none before evaluate's session
+/// stopped calibrating. `evaluate_args` choose the protocol; `adaptation` is
+/// the daemon's section; `markers` where evaluate opens its blocks.
+fn against_evaluate(tag: &str, evaluate_args: &[String], adaptation: String, markers: Vec<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let rest = edf("Subject26_1.edf");
@@ -858,15 +858,13 @@ fn calibration_equals_labram_trainer_evaluate() {
     let out = Command::new(trainer())
         .args(["evaluate", "--model"])
         .arg(model())
-        .args([
-            "--adaptation",
-            "calibration",
-            "--features",
-            "logits",
-            "--threads",
-            "1",
-        ])
-        .args(["--holdout", "rest=60,arithmetic=20", "--predictions"])
+        .args(["--threads", "1", "--holdout", "rest=60,arithmetic=20"])
+        .args(
+            evaluate_args
+                .iter()
+                .map(|a| a.replace("DIR", &d.display().to_string())),
+        )
+        .arg("--predictions")
         .arg(&csv)
         .arg("--session")
         .arg(format!(
@@ -905,6 +903,10 @@ fn calibration_equals_labram_trainer_evaluate() {
         .map(|r| r[c_end].parse::<f64>().unwrap())
         .fold(0.0, f64::max);
     assert!(
+        last_calibrating > 0.0,
+        "evaluate's session never calibrated"
+    );
+    assert!(
         classified.len() > 20,
         "{} classified rows",
         classified.len()
@@ -913,8 +915,8 @@ fn calibration_equals_labram_trainer_evaluate() {
     let r = run(
         d,
         &Scenario {
-            tag: "eval",
-            adaptation: "adaptation:\n  mode: calibration\n  markers: {name: MARKERS}\n  calibration_s: {rest: 60, arithmetic: 20}\n  features: logits\n".into(),
+            tag,
+            adaptation: adaptation.replace("DIR", &d.display().to_string()),
             files: vec![
                 ("Subject26_1.edf", 60.0),
                 ("Subject26_2.edf", 20.0),
@@ -923,7 +925,7 @@ fn calibration_equals_labram_trainer_evaluate() {
             ],
             from_s: vec![0.0, 0.0, 60.0, 20.0],
             hop_s: Some(4.0),
-            markers: vec!["0=rest", "60=arithmetic", "80=none", "202=none"],
+            markers,
             outage_at_s: None,
         },
     );
@@ -955,7 +957,48 @@ fn calibration_equals_labram_trainer_evaluate() {
     }
     assert!(worst <= 1e-4, "largest difference from evaluate {worst:e}");
     eprintln!(
-        "{} predictions equal labram-trainer evaluate's (max |dp| {worst:.1e})",
+        "{tag}: {} predictions equal labram-trainer evaluate's (max |dp| {worst:.1e})",
         stamps.len()
+    );
+}
+
+/// Calibration (the model's logits): markers where evaluate opens its blocks
+/// (`none` at each remainder).
+#[test]
+fn calibration_equals_labram_trainer_evaluate() {
+    against_evaluate(
+        "evalcal",
+        &["--adaptation", "calibration", "--features", "logits"].map(String::from),
+        "adaptation:\n  mode: calibration\n  markers: {name: MARKERS}\n  calibration_s: {rest: 60, arithmetic: 20}\n  features: logits\n".into(),
+        vec!["0=rest", "60=arithmetic", "80=none", "202=none"],
+    );
+}
+
+/// Baseline (band power): the population head evaluate trains on Subject25
+/// (`--save-population`) is the daemon's `adaptation.population`.
+#[test]
+fn baseline_equals_labram_trainer_evaluate() {
+    let train = format!(
+        "rest={},arithmetic={}",
+        edf("Subject25_1.edf").display(),
+        edf("Subject25_2.edf").display()
+    );
+    against_evaluate(
+        "evalbase",
+        &[
+            "--adaptation",
+            "baseline",
+            "--baseline-s",
+            "60",
+            "--features",
+            "bandpower",
+            "--train-session",
+            &train,
+            "--save-population",
+            "DIR/population.yaml",
+        ]
+        .map(String::from),
+        "adaptation: {mode: baseline, baseline_s: 60, population: DIR/population.yaml}\n".into(),
+        vec![],
     );
 }
