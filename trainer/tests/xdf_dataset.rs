@@ -271,6 +271,28 @@ fn unknown_stream_lists_the_streams_and_unseen_class_warns() {
         "{err}"
     );
     assert!(!out.join("meta.json").exists());
+    // An unknown EEG stream: the same list, before anything is written.
+    let o = trainer(&[
+        "make-dataset",
+        "xdf",
+        "--eeg-stream",
+        "EEG",
+        "--marker-stream",
+        "cues",
+        "--classes",
+        "left",
+        "--output",
+        out.to_str().expect("utf-8"),
+        a.to_str().expect("utf-8"),
+    ]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("sub01_task.xdf: no EEG stream named `EEG`; the file's streams: `amp` (EEG, 3 ch, 200 Hz)"),
+        "{err}"
+    );
+    assert!(err.contains("check --eeg-stream"), "{err}");
+    assert!(!out.join("meta.json").exists());
 
     let o = make(
         &out,

@@ -574,7 +574,7 @@ fn first_channels(
         }
     }
     Err(MakeError::Usage(format!(
-        "no input file has an EEG stream named `{eeg_stream}` whose channel labels map to electrodes; check --eeg-stream (the skipped files below list each file's streams) or pass --channels"
+        "no input file has an EEG stream named `{eeg_stream}` whose channel labels map to electrodes; check --eeg-stream against the streams listed above, or pass --channels"
     )))
 }
 
