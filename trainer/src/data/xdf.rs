@@ -416,14 +416,18 @@ fn find<'a>(streams: &'a [Stream], name: &str, what: &str) -> Result<&'a Stream,
     }
 }
 
-/// The EEG stream's chosen channels in µV, `[channels][samples]`.
+/// One channel of sample-major `v` (`nch` values per sample), scaled to µV.
+fn column<T: Copy>(v: &[T], nch: usize, src: usize, scale: f64, f: impl Fn(T) -> f64) -> Vec<f32> {
+    v.iter()
+        .skip(src)
+        .step_by(nch)
+        .map(|&x| (f(x) * scale) as f32)
+        .collect()
+}
+
+/// The EEG stream's chosen channels in µV, `[channels][samples]` (only those
+/// channels are converted: a long recording is not copied whole).
 fn eeg_rows(s: &Stream, chosen: &[(usize, &'static str)]) -> Result<Vec<Vec<f32>>, SkipReason> {
-    let values = s.data.to_f64().ok_or_else(|| {
-        SkipReason::new(
-            "streams",
-            format!("EEG stream `{}` holds strings, not samples", s.header.name),
-        )
-    })?;
     let units = channel_units(&s.header.xml);
     let nch = s.header.channel_count.max(1);
     let mut rows = Vec::with_capacity(chosen.len());
@@ -435,14 +439,20 @@ fn eeg_rows(s: &Stream, chosen: &[(usize, &'static str)]) -> Result<Vec<Vec<f32>
                 format!("electrode {electrode}: unit `{unit}` is not a voltage (µV, mV, V)"),
             )
         })?;
-        rows.push(
-            values
-                .iter()
-                .skip(src)
-                .step_by(nch)
-                .map(|&v| (v * scale) as f32)
-                .collect(),
-        );
+        rows.push(match &s.data {
+            SampleData::Int8(v) => column(v, nch, src, scale, f64::from),
+            SampleData::Int16(v) => column(v, nch, src, scale, f64::from),
+            SampleData::Int32(v) => column(v, nch, src, scale, f64::from),
+            SampleData::Int64(v) => column(v, nch, src, scale, |x| x as f64),
+            SampleData::Float32(v) => column(v, nch, src, scale, f64::from),
+            SampleData::Double64(v) => column(v, nch, src, scale, |x| x),
+            SampleData::String(_) => {
+                return Err(SkipReason::new(
+                    "streams",
+                    format!("EEG stream `{}` holds strings, not samples", s.header.name),
+                ))
+            }
+        });
     }
     Ok(rows)
 }
@@ -581,7 +591,7 @@ fn first_channels(
 fn is_xdf(p: &Path) -> bool {
     p.extension()
         .and_then(|x| x.to_str())
-        .is_some_and(|x| x.eq_ignore_ascii_case("xdf") || x.eq_ignore_ascii_case("xdfz"))
+        .is_some_and(|x| x.eq_ignore_ascii_case("xdf"))
 }
 
 /// The XDF maker. Returns the run's summary (files, windows per split,
@@ -883,6 +893,41 @@ mod tests {
         assert!(e.contains("whole number"), "{e}");
         o.tmax_s = 20.0;
         assert!(o.window_patches().is_err());
+    }
+
+    #[test]
+    fn eeg_rows_pick_channels_and_scale_to_microvolts() {
+        use labram_core::recording::xdf::{ChannelFormat, StreamHeader};
+        let xml = "<info><desc><channels><channel><unit>mV</unit></channel><channel><unit>uV</unit></channel><channel><unit>counts</unit></channel></channels></desc></info>";
+        let mut s = Stream {
+            id: 1,
+            header: StreamHeader {
+                name: "amp".into(),
+                content_type: "EEG".into(),
+                channel_count: 3,
+                nominal_srate: 200.0,
+                channel_format: ChannelFormat::Int16,
+                source_id: String::new(),
+                channel_labels: vec!["Fp1".into(), "Fp2".into(), "X".into()],
+                can_drop_samples: false,
+                xml: xml.into(),
+            },
+            footer: None,
+            time_stamps: vec![0.0, 0.005],
+            data: SampleData::Int16(vec![1, 10, 100, 2, 20, 200]),
+            clock_times: Vec::new(),
+            clock_values: Vec::new(),
+            effective_srate: 200.0,
+            segments: Vec::new(),
+            clock_segments: Vec::new(),
+        };
+        let rows = eeg_rows(&s, &[(1, "FP2"), (0, "FP1")]).unwrap();
+        assert_eq!(rows, vec![vec![10.0, 20.0], vec![1000.0, 2000.0]]);
+        let e = eeg_rows(&s, &[(2, "CZ")]).unwrap_err();
+        assert_eq!(e.category, "units");
+        assert!(e.message.contains("`counts`"), "{}", e.message);
+        s.data = SampleData::String(vec!["a".into(); 6]);
+        assert_eq!(eeg_rows(&s, &[(0, "FP1")]).unwrap_err().category, "streams");
     }
 
     #[test]
