@@ -26,9 +26,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-use labram_trainer::data::makers::{self, Common, EegmatOptions, EEGMAT_CHANNELS};
 use labram_core::card::{FilterMode, Preprocessing};
 use labram_core::recording::EdfReader;
+use labram_trainer::data::makers::{self, Common, EegmatOptions, EEGMAT_CHANNELS};
 
 fn manifest() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

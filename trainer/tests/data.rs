@@ -8,11 +8,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use labram_trainer::data::format::Dataset;
-use labram_trainer::data::pretrain::read_store;
 use labram_core::card::{FilterMode, Preprocessing};
 use labram_core::electrodes::{classify_label, LabelKind, TUH_STANDARD_23};
 use labram_core::recording::EdfReader;
+use labram_trainer::data::format::Dataset;
+use labram_trainer::data::pretrain::read_store;
 
 mod common;
 use common::{python as venv_python, shared as shared_root, stderr, trainer};

@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use labram_core::card::{FilterMode, ModelCard, Preprocessing, Provenance, CARD_FORMAT};
 use labram_trainer::data::format::{Dataset, DatasetWriter, Meta, Window, FORMAT};
 use labram_trainer::eval::baseline;
 use labram_trainer::eval::Report;
-use labram_core::card::{FilterMode, ModelCard, Preprocessing, Provenance, CARD_FORMAT};
 
 mod common;
 use common::{python as venv_python, shared, trainer};

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+use labram_core::card::{ModelCard, Preprocessing};
 use labram_trainer::export::{
     self, AttentionImpl, ExportError, ExportRequest, FinetuneArch, GraphOptions,
 };
-use labram_core::card::{ModelCard, Preprocessing};
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
 use ort::value::TensorRef;
@@ -267,7 +267,8 @@ fn other_shapes_match_the_torch_export() {
     let mut theirs = session(&reference);
     let mut ours = session(default_export());
     let tuh: Vec<i64> =
-        labram_core::electrodes::input_chans(&labram_core::electrodes::TUH_STANDARD_23).expect("TUH");
+        labram_core::electrodes::input_chans(&labram_core::electrodes::TUH_STANDARD_23)
+            .expect("TUH");
     let cases: Vec<([usize; 4], Vec<i64>)> = vec![
         ([1, 23, 10, 200], tuh.clone()),
         ([3, 5, 16, 200], tuh[..6].to_vec()),
@@ -576,7 +577,8 @@ fn onnx_matches_the_tch_forward_on_other_shapes() {
     let net = NeuralTransformer::new(&vs.root(), &cfg);
     load_strict(&vs, &sd).expect("weights load");
     let mut s = session(default_export());
-    let tuh = labram_core::electrodes::input_chans(&labram_core::electrodes::TUH_STANDARD_23).expect("TUH");
+    let tuh = labram_core::electrodes::input_chans(&labram_core::electrodes::TUH_STANDARD_23)
+        .expect("TUH");
     let cases: Vec<([usize; 4], Vec<i64>)> = vec![
         ([1, 23, 10, 200], tuh.clone()),
         ([3, 7, 3, 200], tuh[..8].to_vec()),

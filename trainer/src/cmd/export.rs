@@ -2,8 +2,8 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use labram_trainer::export::{self, AttentionImpl, ExportRequest, GraphOptions};
 use labram_core::card::{FilterMode, Preprocessing};
+use labram_trainer::export::{self, AttentionImpl, ExportRequest, GraphOptions};
 
 /// Export a fine-tuning LaBraM checkpoint to ONNX and write its model card beside it.
 ///
