@@ -226,18 +226,28 @@ pub struct InputConfig {
 impl InputConfig {
     /// The LSL resolve predicate (XPath) for the configured name / type / source_id.
     pub fn predicate(&self) -> String {
-        let mut parts = Vec::new();
-        for (key, v) in [
-            ("name", &self.name),
-            ("type", &self.stream_type),
-            ("source_id", &self.source_id),
-        ] {
-            if let Some(v) = v {
-                parts.push(format!("{key}='{}'", v.replace('\'', "")));
-            }
-        }
-        parts.join(" and ")
+        resolve_predicate(&self.name, &self.stream_type, &self.source_id)
     }
+}
+
+/// The LSL resolve predicate (XPath) matching every given field of a stream
+/// (`name`, `type`, `source_id`); quotes are dropped so a value cannot break it.
+fn resolve_predicate(
+    name: &Option<String>,
+    stream_type: &Option<String>,
+    source_id: &Option<String>,
+) -> String {
+    let mut parts = Vec::new();
+    for (key, v) in [
+        ("name", name),
+        ("type", stream_type),
+        ("source_id", source_id),
+    ] {
+        if let Some(v) = v {
+            parts.push(format!("{key}='{}'", v.replace('\'', "")));
+        }
+    }
+    parts.join(" and ")
 }
 
 /// The model to run.
@@ -326,17 +336,7 @@ pub struct MarkerInputConfig {
 impl MarkerInputConfig {
     /// The LSL resolve predicate (XPath) for the configured name / type / source_id.
     pub fn predicate(&self) -> String {
-        let mut parts = Vec::new();
-        for (key, v) in [
-            ("name", &self.name),
-            ("type", &self.stream_type),
-            ("source_id", &self.source_id),
-        ] {
-            if let Some(v) = v {
-                parts.push(format!("{key}='{}'", v.replace('\'', "")));
-            }
-        }
-        parts.join(" and ")
+        resolve_predicate(&self.name, &self.stream_type, &self.source_id)
     }
 }
 
