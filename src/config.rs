@@ -112,56 +112,8 @@ pub enum ConfigError {
     },
 }
 
-/// Unit of the incoming samples.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Unit {
-    Volt,
-    Millivolt,
-    Microvolt,
-    /// Read from the stream's channel metadata (`desc/channels/channel/unit`).
-    Auto,
-}
-
-impl Unit {
-    /// Factor that turns a value in this unit into microvolts (`Auto` → `None`).
-    pub fn to_microvolts(self) -> Option<f32> {
-        match self {
-            Unit::Volt => Some(1e6),
-            Unit::Millivolt => Some(1e3),
-            Unit::Microvolt => Some(1.0),
-            Unit::Auto => None,
-        }
-    }
-
-    /// Parses a unit as written in configs and in LSL/XDF channel metadata
-    /// (`uV`, `µV`, `microvolts`, `mV`, `V`, …). `None` for anything else.
-    pub fn parse_metadata(text: &str) -> Option<Unit> {
-        let t = text.trim();
-        match t {
-            "V" | "v" => return Some(Unit::Volt),
-            "mV" | "mv" => return Some(Unit::Millivolt),
-            "uV" | "µV" | "μV" | "uv" | "UV" => return Some(Unit::Microvolt),
-            _ => {}
-        }
-        match t.to_ascii_lowercase().as_str() {
-            "volt" | "volts" => Some(Unit::Volt),
-            "millivolt" | "millivolts" => Some(Unit::Millivolt),
-            "microvolt" | "microvolts" => Some(Unit::Microvolt),
-            _ => None,
-        }
-    }
-}
-
-impl std::fmt::Display for Unit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Unit::Volt => "V",
-            Unit::Millivolt => "mV",
-            Unit::Microvolt => "uV",
-            Unit::Auto => "auto",
-        })
-    }
-}
+/// Unit of the incoming samples (`input.unit`); see [`labram_core::plan::Unit`].
+pub use labram_core::plan::Unit;
 
 pub use crate::inference::Device;
 

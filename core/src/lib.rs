@@ -9,6 +9,8 @@
 //! * [`window`]: the window stage (input frames → `[channels, patches, 200]`
 //!   windows on the hop grid, every hop point a window or a counted drop); the
 //!   daemon feeds it live, `labram-trainer evaluate` feeds it recordings.
+//! * [`plan`]: input planning: a source's labels, units and rate + the card → the
+//!   window stage's config, or an error naming the source, the problem and the fix.
 //! * [`adapt`]: session protocols (none, baseline, calibration) that adapt a
 //!   classifier to the person wearing the cap, window by window.
 //! * [`inference`] (feature `onnx`): an exported model run by ONNX Runtime.
@@ -21,5 +23,6 @@ pub mod dsp;
 pub mod electrodes;
 #[cfg(feature = "onnx")]
 pub mod inference;
+pub mod plan;
 pub mod recording;
 pub mod window;

@@ -13,25 +13,24 @@
 //! in the rings and the inference thread classify and publish every queued window,
 //! then closes the outlets.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, Context};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
+use labram_core::plan;
 use labramd::acquisition::{self, Go, MarkerKind, RingConsumers, StreamMeta};
 use labramd::adaptation::{Adapter, Event, SessionClock, Step, WindowIn};
-use labramd::card::{FilterMode, ModelCard, Preprocessing, PATCH_SIZE, SAMPLE_RATE_HZ};
-use labramd::config::{Config, Unit};
-use labramd::electrodes::{self, MappingError};
+use labramd::card::{ModelCard, Preprocessing, PATCH_SIZE, SAMPLE_RATE_HZ};
+use labramd::config::Config;
 use labramd::inference::Classifier;
 use labramd::markers::MarkerFeed;
 use labramd::metrics::{process, DropReason, Health, Metrics};
 use labramd::publish::{marker_names, winner, Publisher};
-use labramd::window::{Stage, StageConfig, StageOutput, Window};
+use labramd::window::{Stage, StageOutput, Window};
 
 /// Windows waiting for inference. Small on purpose: a late window is worth less
 /// than a fresh one, so when inference falls behind the oldest is dropped.
@@ -420,34 +419,20 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The preprocessing to apply: the card's, with the config's overrides (warned
-/// about, since the model was trained on the card's).
+/// The preprocessing to apply: the card's, live (causal, 200 Hz), with the
+/// config's overrides (warned about, since the model was trained on the card's).
 fn preprocessing(cfg: &Config, card: &ModelCard) -> Preprocessing {
-    let mut p = card.preprocessing.clone();
-    p.mode = FilterMode::Causal;
-    p.sample_rate_hz = SAMPLE_RATE_HZ;
-    if let Some(b) = cfg.preprocessing.bandpass_hz {
-        if b != p.bandpass_hz {
-            tracing::warn!("preprocessing.bandpass_hz {b:?} differs from the model card's {:?}: the model was trained on the card's", p.bandpass_hz);
-        }
-        p.bandpass_hz = b;
-    }
-    if let Some(n) = cfg.preprocessing.notch_hz {
-        if n != p.notch_hz {
-            tracing::warn!("preprocessing.notch_hz {n:?} differs from the model card's {:?}: the model was trained on the card's", p.notch_hz);
-        }
-        p.notch_hz = n;
-    }
-    if card.preprocessing.mode != FilterMode::Causal {
-        tracing::warn!(
-            "the model was trained on {} filtering; live inference can only filter causally",
-            card.preprocessing.mode
-        );
-    }
+    let (p, notes) = plan::preprocessing(
+        card,
+        cfg.preprocessing.bandpass_hz,
+        cfg.preprocessing.notch_hz,
+    );
+    log_notes(&notes);
     p
 }
 
-/// The start-up checks on the stream: rate, channels, units; builds the DSP stage.
+/// The start-up checks on the stream (rate, channels, units; see
+/// `labram_core::plan`); builds the DSP stage.
 fn check_stream(
     cfg: &Config,
     card: &ModelCard,
@@ -456,102 +441,34 @@ fn check_stream(
     hop_s: f64,
     pre: Preprocessing,
 ) -> anyhow::Result<Stage> {
-    let name = &meta.name;
-    if meta.nominal_rate_hz.is_nan() || meta.nominal_rate_hz <= 0.0 {
-        bail!("input stream `{name}` has no regular sample rate (nominal rate {} Hz); the daemon needs a regularly sampled EEG stream", meta.nominal_rate_hz);
-    }
-    if meta.format == "string" || meta.format == "undefined" {
-        bail!(
-            "input stream `{name}` carries {} samples; the daemon needs numeric EEG samples",
-            meta.format
-        );
-    }
-    if meta.labels.iter().all(|l| l.is_empty()) {
-        bail!("input stream `{name}` has no channel labels (desc/channels/channel/label); label the channels at the source or map them with input.channel_map (label → electrode)");
-    }
-    // Labels the model does not need may be anything; unknown ones are left out
-    // (with a note) instead of failing the whole mapping.
-    let mut overrides = cfg.input.channel_map.clone();
-    let mapping = match electrodes::map_labels(&meta.labels, &overrides) {
-        Ok(m) => m,
-        Err(MappingError::Unmapped(unknown)) => {
-            let list: Vec<&str> = unknown.iter().map(|(l, _)| l.as_str()).collect();
-            tracing::info!(
-                "stream labels that name no electrode are left out: {}",
-                list.join(", ")
-            );
-            for (l, _) in &unknown {
-                overrides.insert(l.clone(), "-".into());
-            }
-            electrodes::map_labels(&meta.labels, &overrides)
-                .map_err(|e| anyhow!("input stream `{name}`: {e} (input.channel_map)"))?
-        }
-        Err(e) => bail!("input stream `{name}`: {e} (input.channel_map)"),
+    let source = plan::Source {
+        name: &meta.name,
+        labels: &meta.labels,
+        units: &meta.units,
+        nominal_rate_hz: meta.nominal_rate_hz,
+        format: &meta.format,
+        channel_count: meta.channel_count,
     };
-    let mut selection = Vec::new();
-    let mut missing = Vec::new();
-    for ch in &card.channels {
-        let want = electrodes::canonical(ch);
-        match mapping.electrodes.iter().find(|(_, e)| **e == want) {
-            Some((i, _)) => selection.push(*i),
-            None => missing.push(want),
+    let settings = plan::Settings {
+        channel_map: &cfg.input.channel_map,
+        unit: cfg.input.unit,
+        patches,
+        hop_s,
+    };
+    let (stage, notes) = plan::plan(&source, card, &settings, pre)?;
+    log_notes(&notes);
+    Stage::new(stage).map_err(|e| anyhow!("input stream `{}`: {e}", meta.name))
+}
+
+/// Logs the planning notes: left-out labels as information, the rest as warnings.
+fn log_notes(notes: &[plan::PlanNote]) {
+    for n in notes {
+        if n.is_warning() {
+            tracing::warn!("{n}");
+        } else {
+            tracing::info!("{n}");
         }
     }
-    if !missing.is_empty() {
-        let have: BTreeSet<&str> = mapping.electrodes.iter().map(|(_, e)| *e).collect();
-        bail!(
-            "input stream `{name}` lacks electrodes the model needs: {} (the stream has: {}); map its labels with input.channel_map (label: electrode) or use a model exported for these channels",
-            missing.join(", "),
-            have.into_iter().collect::<Vec<_>>().join(", ")
-        );
-    }
-    let mut to_uv = Vec::with_capacity(selection.len());
-    let mut defaulted = Vec::new();
-    for &i in &selection {
-        let factor = match cfg.input.unit {
-            Unit::Auto => {
-                let u = meta.units.get(i).map(String::as_str).unwrap_or("");
-                if u.trim().is_empty() {
-                    defaulted.push(meta.labels[i].clone());
-                    1.0
-                } else {
-                    Unit::parse_metadata(u).and_then(Unit::to_microvolts).ok_or_else(|| {
-                        anyhow!(
-                            "input stream `{name}`: channel `{}` has unit `{u}`, which is not a voltage; set input.unit (V, mV or uV) if its values are voltages",
-                            meta.labels[i]
-                        )
-                    })?
-                }
-            }
-            fixed => fixed.to_microvolts().unwrap_or(1.0),
-        };
-        to_uv.push(factor);
-    }
-    if !defaulted.is_empty() {
-        tracing::warn!(
-            "input stream `{name}` declares no unit for {}; assuming µV (set input.unit to be explicit)",
-            defaulted.join(", ")
-        );
-    }
-    let hop_frames = (hop_s * meta.nominal_rate_hz).round().max(1.0) as u64;
-    let served_s = hop_frames as f64 / meta.nominal_rate_hz;
-    if (served_s - hop_s).abs() > 0.01 * hop_s {
-        tracing::warn!(
-            "window.hop_s {hop_s} s is not a whole number of input samples at {} Hz: windows are cut every {hop_frames} samples ({:.2} ms)",
-            meta.nominal_rate_hz,
-            served_s * 1e3
-        );
-    }
-    Stage::new(StageConfig {
-        n_input_channels: meta.channel_count,
-        selection,
-        to_microvolts: to_uv,
-        input_rate_hz: meta.nominal_rate_hz,
-        patches,
-        hop_frames,
-        preprocessing: pre,
-    })
-    .map_err(|e| anyhow!("input stream `{name}`: {e}"))
 }
 
 /// The DSP thread's end of the window queue.
