@@ -17,7 +17,7 @@
 //! model:   {path: models/<name>.onnx, device: cpu, threads: 2}
 //! window:  {patches: 4, hop_s: 1.0}
 //! preprocessing: {bandpass_hz: [0.1, 75.0], notch_hz: 50}
-//! output:  {name: labramd, markers: true}
+//! output:  {name: labramd, markers: true}   # marker_format: string (default) | int32 (class index)
 //! metrics: {listen: "127.0.0.1:9464"}
 //! adaptation:                            # optional (issue 17; absent: the model card's, else none)
 //!   mode: baseline                       # none | baseline | calibration
@@ -232,8 +232,29 @@ pub struct OutputConfig {
     pub name: String,
     pub stream_type: String,
     pub source_id: Option<String>,
-    /// Also publish a string marker stream `<name>-markers` with the winning class.
+    /// Also publish a marker stream `<name>-markers` with the winning class.
     pub markers: bool,
+    /// What the marker stream carries (`output.marker_format`).
+    pub marker_format: MarkerFormat,
+}
+
+/// The marker stream's format (`output.marker_format`): the winning class's name
+/// (string), or its index (int32, for tools such as OpenViBE's LSL driver that
+/// read only int32 markers; -1 while the session calibrates).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MarkerFormat {
+    #[default]
+    String,
+    Int32,
+}
+
+impl MarkerFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MarkerFormat::String => "string",
+            MarkerFormat::Int32 => "int32",
+        }
+    }
 }
 
 /// The HTTP endpoint for `/metrics` and `/healthz`.
@@ -458,7 +479,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
 #[derive(Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with name, type, source_id, markers"
+    expecting = "a mapping with name, type, source_id, markers, marker_format"
 )]
 struct RawOutput {
     #[serde(default = "default_output_name")]
@@ -468,6 +489,8 @@ struct RawOutput {
     source_id: Option<String>,
     #[serde(default)]
     markers: bool,
+    #[serde(default, deserialize_with = "present")]
+    marker_format: Option<Value>,
 }
 
 impl Default for RawOutput {
@@ -477,6 +500,7 @@ impl Default for RawOutput {
             stream_type: default_output_type(),
             source_id: None,
             markers: false,
+            marker_format: None,
         }
     }
 }
@@ -782,11 +806,21 @@ impl Checker<'_> {
             ));
         }
         let source_id = self.nonempty("output.source_id", raw.source_id)?;
+        let marker_format = match &raw.marker_format {
+            None => MarkerFormat::String,
+            Some(Value::String(s)) if s == "string" => MarkerFormat::String,
+            Some(Value::String(s)) if s == "int32" => MarkerFormat::Int32,
+            Some(v) => {
+                let fix = "use string (the winning class name) or int32 (its index, for OpenViBE)";
+                return Err(self.bad("output.marker_format", show(v), fix));
+            }
+        };
         Ok(OutputConfig {
             name: raw.name,
             stream_type: raw.stream_type,
             source_id,
             markers: raw.markers,
+            marker_format,
         })
     }
 
@@ -1289,6 +1323,33 @@ metrics: {listen: "127.0.0.1:9464"}
         ] {
             let e = err(&format!("{base}adaptation: {text}\n"));
             assert!(e.contains(want), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn output_marker_format() {
+        let base = "input: {name: a}\nmodel: {path: m.onnx}\n";
+        let c = parse(&format!("{base}output: {{markers: true}}\n")).unwrap();
+        assert_eq!(c.output.marker_format, MarkerFormat::String);
+        let c = parse(&format!(
+            "{base}output: {{markers: true, marker_format: int32}}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.output.marker_format, MarkerFormat::Int32);
+        assert_eq!(c.output.marker_format.as_str(), "int32");
+        let c = parse(&format!("{base}output: {{marker_format: string}}\n")).unwrap();
+        assert_eq!(c.output.marker_format, MarkerFormat::String);
+        for (text, bad) in [("int", "\"int\""), ("7", "7"), ("null", "null")] {
+            let e = parse(&format!("{base}output: {{marker_format: {text}}}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("output.marker_format")
+                    && e.contains(bad)
+                    && e.contains("string")
+                    && e.contains("int32"),
+                "{text}: {e}"
+            );
         }
     }
 }

@@ -202,6 +202,11 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             Ok(clf)
         }
     };
+    // For the prediction outlet's description.
+    let adaptation_mode = match &adapter {
+        Err(ad) => ad.mode().as_str(),
+        Ok(_) => "off",
+    };
     let marker_feed = match (
         &mut adapter,
         adaptation.as_ref().and_then(|a| a.markers.as_ref()),
@@ -288,8 +293,9 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         std::thread::Builder::new()
             .name("labramd-infer".into())
             .spawn(move || {
-                let publisher = Publisher::new(&output, &card, &model_file, &input_name)
-                    .map_err(anyhow::Error::from);
+                let publisher =
+                    Publisher::new(&output, &card, &model_file, &input_name, adaptation_mode)
+                        .map_err(anyhow::Error::from);
                 let publisher = match publisher {
                     Ok(p) => {
                         let _ = ready_tx.send(Ok(()));
